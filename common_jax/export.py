@@ -1,0 +1,63 @@
+"""Exported models: a plain-width architecture description plus its variables.
+
+``export_model`` writes ``<dir>/model.json`` (the description, input size and normalisation)
+and ``<dir>/variables/`` (an orbax checkpoint of ``{"params", "batch_stats"}``);
+``load_exported`` rebuilds the flax module from the description alone, so an exported model
+loads and runs without the code that trained it (no pickles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from common_jax import data, models, train
+
+FORMAT_VERSION = 1
+
+
+def export_model(directory: str, arch: dict, variables: dict, *, image_size: int,
+                 info: data.DatasetInfo, extra: dict | None = None) -> str:
+    """Writes the model to ``directory`` (replacing an older export there)."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    meta = {"format_version": FORMAT_VERSION, "arch": arch, "image_size": image_size,
+            "mean": list(info.mean), "std": list(info.std), **(extra or {})}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(directory, "variables"), jax.device_get(variables), force=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(directory, "model.json"), "w") as f:
+            json.dump(meta, f, indent=2)
+    return directory
+
+
+def load_exported(directory: str, dtype: str = "float32"):
+    """(module, variables, meta) of an exported model."""
+    path = os.path.join(directory, "model.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{directory!r} is not an exported model: model.json is missing")
+    with open(path) as f:
+        meta = json.load(f)
+    model = models.build_model(meta["arch"], dtype=dtype)
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore(os.path.join(os.path.abspath(directory), "variables"))
+    return model, variables, meta
+
+
+def predict(model, variables, meta: dict, images):
+    """Logits for uint8 NHWC images, normalised as the model was trained."""
+    return model.apply(variables, data.normalize(images, meta["mean"], meta["std"], model.dtype),
+                       train=False)
+
+
+def export_checkpoint(config, workdir: str, directory: str | None = None) -> str:
+    """Exports the newest checkpoint of ``workdir`` (default ``<workdir>/export``)."""
+    run = train.setup(config)
+    state, host = train.restore_latest(run, workdir)
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return export_model(directory or os.path.join(workdir, "export"), run.arch, variables,
+                        image_size=run.input.image_size, info=run.input.info,
+                        extra={"step": int(host["step"]), **train.model_costs(run)})

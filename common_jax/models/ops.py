@@ -1,0 +1,120 @@
+"""Building blocks shared by the baseline architectures.
+
+Initializers reproduce the PyTorch ones the original code used; convolutions pad like
+PyTorch (``k // 2`` on both sides) so strided layers line up with the reference models.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ModuleDef = Any
+Dtype = Any
+
+# kaiming_normal_(mode='fan_in' | 'fan_out', nonlinearity='relu'): untruncated normal.
+he_normal_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default conv/linear weight init, kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int) -> Callable:
+    """PyTorch's default bias init U(+-1/sqrt(fan_in)) for a layer with this fan-in."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor`` without dropping more than 10%."""
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+def torch_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric padding ``k // 2`` as in the PyTorch models (not flax's asymmetric SAME)."""
+    pad = kernel // 2
+    return ((pad, pad), (pad, pad))
+
+
+def batch_norm(train: bool, dtype: Dtype, norm: ModuleDef = nn.BatchNorm) -> ModuleDef:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 -> flax 0.9, eps 1e-5)."""
+    return functools.partial(norm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=dtype)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """Mean over the spatial axes of an NHWC tensor."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def default_depthwise_impl() -> str:
+    """'shifts' on CPU, where grouped convolutions are slow; XLA's grouped conv elsewhere."""
+    return "shifts" if jax.default_backend() == "cpu" else "conv"
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise k x k convolution with PyTorch padding; kernel shape (k, k, 1, C).
+
+    ``impl='shifts'`` computes it as k*k shifted multiply-adds (same result, much faster with
+    XLA on CPU); ``'conv'`` uses a grouped convolution; ``'auto'`` picks by backend.
+    """
+
+    kernel_size: int = 3
+    strides: int = 1
+    impl: str = "auto"
+    dtype: Dtype | None = None
+    kernel_init: Callable = he_normal_fan_out
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels, k, s = x.shape[-1], self.kernel_size, self.strides
+        kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels), jnp.float32)
+        dtype = self.dtype or x.dtype
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        impl = default_depthwise_impl() if self.impl == "auto" else self.impl
+        if impl == "conv":
+            return jax.lax.conv_general_dilated(
+                x, kernel, window_strides=(s, s), padding=torch_padding(k),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+        if impl != "shifts":
+            raise ValueError(f"depthwise impl {self.impl!r}: expected 'auto', 'conv' or 'shifts'")
+        pad = k // 2
+        out_h = (x.shape[1] + 2 * pad - k) // s + 1
+        out_w = (x.shape[2] + 2 * pad - k) // s + 1
+        padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        out = None
+        for i in range(k):
+            for j in range(k):
+                window = padded[:, i:i + s * (out_h - 1) + 1:s, j:j + s * (out_w - 1) + 1:s, :]
+                term = window * kernel[i, j, 0]
+                out = term if out is None else out + term
+        return out
+
+
+def shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array:
+    """Parameter-free CIFAR ResNet shortcut: subsample by ``stride`` and zero-pad channels.
+
+    ``(out - in) // 2`` channels go in front and the rest behind, as in the PyTorch
+    ``F.pad``; a negative difference crops the same way ``F.pad`` does.
+    """
+    if stride != 1:
+        x = x[:, ::stride, ::stride, :]
+    diff = out_channels - x.shape[-1]
+    if diff == 0:
+        return x
+    front = diff // 2
+    zero = jnp.zeros((), x.dtype)
+    return jax.lax.pad(x, zero, ((0, 0, 0), (0, 0, 0), (0, 0, 0), (front, diff - front, 0)))

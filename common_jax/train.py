@@ -1,0 +1,353 @@
+"""The shared training loop: jit over a data mesh, donated state, periodic eval and checkpoints.
+
+``train_and_evaluate(config, workdir)`` trains (resuming from the newest checkpoint in the
+workdir), evaluates, and writes ``summary.json``; ``evaluate_checkpoint`` only evaluates.
+The train state is a plain dict ``{"step", "params", "batch_stats", "opt_state", "rng"}``,
+created already replicated over the mesh. Everything that can be wrong with a config is
+checked in ``setup`` before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from common_jax import checkpoint, data, mesh as mesh_lib, models, optim, profile
+from common_jax.metrics import MetricWriter
+
+log = logging.getLogger("common_jax")
+
+
+@dataclasses.dataclass
+class Run:
+    """What a config resolves to before anything is compiled."""
+
+    config: ml_collections.ConfigDict
+    input: data.Input
+    arch: dict
+    model: Any
+    steps_per_epoch: int
+    total_steps: int
+    schedule: Callable
+    tx: optax.GradientTransformation
+    mesh: Any
+
+    @property
+    def total_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def epoch(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def normalize(self, images, dtype):
+        return data.normalize(images, self.input.info.mean, self.input.info.std, dtype)
+
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+    """Loads the dataset description and builds model and optimizer; raises ValueError with a
+    one-line message naming the bad value for anything that cannot run."""
+    processes = jax.process_count()
+    eval_batch = config.eval_batch_size or config.batch_size
+    for key, value in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
+        if value % jax.device_count():
+            raise ValueError(f"config.{key}={value} is not divisible by the "
+                             f"{jax.device_count()} devices; use a multiple of "
+                             f"{jax.device_count()}")
+    info = data.dataset_info(config.dataset.name)
+    arch = models.arch_from_config(config.model, info.num_classes, info.channels)
+    models.arch_layers(arch, data.image_size(config.dataset))  # size errors surface here
+    inputs = data.make_input(config.dataset, global_batch=config.batch_size,
+                             eval_batch=eval_batch, seed=config.seed,
+                             process_index=jax.process_index(), process_count=processes)
+    steps_per_epoch = inputs.num_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
+                         f"{inputs.num_train} training examples of {config.dataset.name!r}")
+    total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+    schedule = optim.learning_rate_schedule(config.optimizer, steps_per_epoch, total_steps)
+    model = models.build_model(arch, dtype=config.compute_dtype,
+                               depthwise_impl=config.model.depthwise_impl)
+    return Run(config, inputs, arch, model, steps_per_epoch, total_steps, schedule,
+               optim.sgd(config.optimizer, schedule), mesh_lib.data_mesh())
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy with integer labels, in float32."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _init_fn(run: Run):
+    size, channels = run.input.image_size, run.input.info.channels
+
+    def init(seed):
+        init_key, train_key = jax.random.split(jax.random.key(seed))
+        variables = run.model.init(init_key, jnp.zeros((1, size, size, channels)), train=False)
+        return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
+                "batch_stats": variables.get("batch_stats", {}),
+                "opt_state": run.tx.init(variables["params"]),
+                "rng": jax.random.key_data(train_key)}
+
+    return init
+
+
+def init_state(run: Run):
+    """A fresh train state, created directly with replicated shardings."""
+    replicated = mesh_lib.replicated(run.mesh)
+    return jax.jit(_init_fn(run), static_argnums=0, out_shardings=replicated)(run.config.seed)
+
+
+def abstract_state(run: Run):
+    """Shapes, dtypes and shardings of the train state, without computing it."""
+    replicated = mesh_lib.replicated(run.mesh)
+    shapes = jax.eval_shape(_init_fn(run), run.config.seed)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        shapes)
+
+
+def make_train_step(run: Run):
+    """jit(state, batch) -> (state, metrics); the state argument is donated."""
+    dtype = models.DTYPES[run.config.compute_dtype]
+
+    def train_step(state, batch):
+        images = run.normalize(batch["image"], dtype)
+
+        def loss_fn(params):
+            logits, updates = run.model.apply(
+                {"params": params, "batch_stats": state["batch_stats"]}, images, train=True,
+                mutable=["batch_stats"])
+            loss = jnp.mean(cross_entropy(logits, batch["label"]))
+            return loss, (logits, updates["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"])
+        updates, opt_state = run.tx.update(grads, state["opt_state"], state["params"])
+        new_state = dict(state, step=state["step"] + 1, batch_stats=batch_stats,
+                         opt_state=opt_state,
+                         params=optax.apply_updates(state["params"], updates))
+        metrics = {"loss": loss,
+                   "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+                   "learning_rate": run.schedule(state["step"])}
+        return new_state, metrics
+
+    replicated = mesh_lib.replicated(run.mesh)
+    return jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+
+
+def make_eval_step(run: Run):
+    """jit(state, batch) -> sums of loss, correct predictions and real examples."""
+    dtype = models.DTYPES[run.config.compute_dtype]
+
+    def eval_step(state, batch):
+        images = run.normalize(batch["image"], dtype)
+        logits = run.model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                                 images, train=False)
+        mask = batch["mask"]
+        return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+                "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+                "count": jnp.sum(mask)}
+
+    return jax.jit(eval_step, out_shardings=mesh_lib.replicated(run.mesh))
+
+
+def evaluate(run: Run, eval_step, state) -> dict:
+    """Loss and accuracy over the whole eval split (sums accumulated in float64 on host)."""
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in run.input.eval_batches():
+        sums = jax.device_get(eval_step(state, mesh_lib.global_batch(batch, run.mesh)))
+        for key in totals:
+            totals[key] += float(sums[key])
+    count = max(totals["count"], 1.0)
+    return {"eval_loss": totals["loss"] / count, "eval_accuracy": totals["correct"] / count}
+
+
+def model_costs(run: Run) -> dict:
+    """Analytic FLOPs/params of the model at the run's input size (integers)."""
+    return profile.totals(models.arch_layers(run.arch, run.input.image_size))
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes JSON atomically (temp file + rename), from process 0 only."""
+    if jax.process_index() != 0:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Saves config.json; warns about keys that differ from the one a resumed run used."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        flat_prev, flat_cur = _flatten(previous), _flatten(current)
+        changed = sorted(k for k in set(flat_prev) | set(flat_cur)
+                         if flat_prev.get(k) != flat_cur.get(k))
+        if changed:
+            log.warning("config differs from the one this workdir was started with: %s",
+                        ", ".join(f"{k}: {flat_prev.get(k)!r} -> {flat_cur.get(k)!r}"
+                                  for k in changed))
+    write_json(path, current)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _compile(name: str, jitted, *args):
+    """AOT-compiles ``jitted`` for ``args`` and logs the compile time."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    log.info("compiled %s in %.1f s", name, time.perf_counter() - start)
+    return compiled
+
+
+class _TrainWindow:
+    """Per-step metrics since the last log line; flushed to host floats in step order, so a
+    run resumed from a checkpoint (which stores the unflushed values) reports the same."""
+
+    def __init__(self, values=(), last=None):
+        self.values = list(values)  # [loss, accuracy] per step, device scalars or floats
+        self.last = last or {}
+
+    def add(self, metrics: dict) -> None:
+        self.values.append((metrics["loss"], metrics["accuracy"]))
+
+    def host_values(self) -> list:
+        return [[float(v) for v in pair] for pair in jax.device_get(self.values)]
+
+    def flush(self) -> dict:
+        values = self.host_values()
+        if values:
+            self.last = {"train_loss": sum(v[0] for v in values) / len(values),
+                         "train_accuracy": sum(v[1] for v in values) / len(values)}
+        self.values = []
+        return self.last
+
+
+def _host_state(run: Run, step: int, window: _TrainWindow, method_state: dict) -> dict:
+    epoch, index = divmod(step, run.steps_per_epoch)
+    return {"step": step, "data_position": {"epoch": epoch, "step_in_epoch": index},
+            "train_window": window.host_values(), "last_train": window.last,
+            "method": method_state}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: int | None = None) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint) and returns the
+    summary written to ``summary.json``. ``stop_after`` ends this invocation at that global
+    step with a checkpoint, without changing the schedule; the same call resumes."""
+    run = setup(config)
+    os.makedirs(workdir, exist_ok=True)
+    _record_config(workdir, config)
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(workdir, enabled=is_main)
+    mngr = checkpoint.manager(workdir, config.keep_checkpoints, config.async_checkpoints)
+    start = time.perf_counter()
+
+    window, step = _TrainWindow(), 0
+    latest = checkpoint.latest_step(mngr)
+    if latest is not None:
+        state, host = checkpoint.restore(mngr, latest, abstract_state(run))
+        step = int(host["step"])
+        window = _TrainWindow(host["train_window"], host["last_train"])
+        log.info("resumed from checkpoint at step %d (epoch %d)", step, run.epoch(step))
+    else:
+        state = init_state(run)
+    costs = model_costs(run)
+    log.info("%s on %s: %d steps (%d epochs of %d steps), %.2f MFLOPs, %d params, %d devices",
+             config.model.name, config.dataset.name, run.total_steps, run.total_epochs,
+             run.steps_per_epoch, costs["flops"] / 1e6, costs["params"], jax.device_count())
+
+    end = run.total_steps if stop_after is None else min(stop_after, run.total_steps)
+    eval_every = config.eval_every_steps or run.steps_per_epoch
+    ckpt_every = config.checkpoint_every_steps or run.steps_per_epoch
+    batches = run.input.train_batches(step)
+    train_step = eval_step = None
+    eval_metrics, tic, window_start = {}, time.perf_counter(), step
+    while step < end:
+        batch = mesh_lib.global_batch(next(batches), run.mesh)
+        if train_step is None:
+            train_step = _compile("train step", make_train_step(run), state, batch)
+            tic = time.perf_counter()
+        state, metrics = train_step(state, batch)
+        window.add(metrics)
+        step += 1
+        if step % config.log_every_steps == 0 or step == run.total_steps:
+            lr = float(metrics["learning_rate"])
+            last = window.flush()
+            rate = (step - window_start) * config.batch_size / (time.perf_counter() - tic)
+            log.info("step %d/%d | epoch %d | loss %.4f | acc %.4f | lr %.5f | %.0f img/s",
+                     step, run.total_steps, run.epoch(step - 1), last["train_loss"],
+                     last["train_accuracy"], lr, rate)
+            writer.write(step, {**last, "learning_rate": lr, "images_per_s": rate})
+            tic, window_start = time.perf_counter(), step
+        if step % eval_every == 0 or step == run.total_steps:
+            eval_step = eval_step or make_eval_step(run)
+            eval_metrics = evaluate(run, eval_step, state)
+            log.info("eval at step %d | loss %.4f | accuracy %.4f", step,
+                     eval_metrics["eval_loss"], eval_metrics["eval_accuracy"])
+            writer.write(step, eval_metrics)
+            tic, window_start = time.perf_counter(), step
+        if step % ckpt_every == 0 or step == end:
+            checkpoint.save(mngr, step, state, _host_state(run, step, window, {}))
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.close()
+    if step < run.total_steps:
+        log.info("stopped at step %d of %d; run the same command again to continue", step,
+                 run.total_steps)
+        return {"step": step, "finished": False}
+    if not eval_metrics:  # resumed at the very end: evaluate the final state again
+        eval_metrics = evaluate(run, make_eval_step(run), state)
+    summary = {"step": step, **window.last, **eval_metrics, **costs, "mode": "train",
+               "model": config.model.name, "dataset": config.dataset.name,
+               "wall_time_s": time.perf_counter() - start}
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Evaluates the newest checkpoint of ``workdir`` and writes ``summary.json``."""
+    run = setup(config)
+    state, host = restore_latest(run, workdir)
+    metrics = evaluate(run, make_eval_step(run), state)
+    log.info("eval of step %d | loss %.4f | accuracy %.4f", host["step"], metrics["eval_loss"],
+             metrics["eval_accuracy"])
+    summary = {"step": int(host["step"]), **host.get("last_train", {}), **metrics,
+               **model_costs(run), "mode": "eval", "model": config.model.name,
+               "dataset": config.dataset.name}
+    write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def restore_latest(run: Run, workdir: str):
+    """(state, host) of the newest checkpoint; ValueError if the workdir has none."""
+    if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+        raise ValueError(f"--workdir={workdir!r} holds no checkpoints; train first")
+    mngr = checkpoint.manager(workdir, read_only=True)
+    latest = checkpoint.latest_step(mngr)
+    if latest is None:
+        raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint; train first")
+    state, host = checkpoint.restore(mngr, latest, abstract_state(run))
+    mngr.close()
+    return state, host

@@ -1,0 +1,11 @@
+"""Full-width resnet110 on CIFAR-10 with the DCFF recipe (configs/baselines/cifar.py).
+
+    python launch.py --config=configs/baselines/resnet110_cifar10.py --workdir=runs/resnet110
+    python launch.py --config=configs/baselines/resnet110_cifar10.py --mode=profile
+"""
+
+from configs.baselines.cifar import cifar_config
+
+
+def get_config():
+    return cifar_config("resnet110")

@@ -1,0 +1,124 @@
+"""One entry point for every config and mode.
+
+    python launch.py --config=configs/<file>.py[:arg] --workdir=<dir> \
+        --mode=train|eval|export|profile [--config.<key>=<value> ...] [--dry_run]
+
+With no flags it trains the embedded default (configs/default.py) into ./runs/default.
+``--dry_run`` checks the flags and the config, prints the resolved config and exits without
+compiling anything. ``--stop_after=N`` ends training at global step N with a checkpoint (the
+schedule is unchanged); the same command without it resumes.
+"""
+
+import json
+import logging
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defines the flags. config_flags reads ``--config.*`` overrides from sys.argv here."""
+    config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (.py[:arg]).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", "", "Run directory; default runs/<config file name>.")
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "profile"], "What to do.")
+    flags.DEFINE_bool("dry_run", False, "Validate flags and config, print it, exit.")
+    flags.DEFINE_integer("stop_after", 0, "Stop training at global step N (0: run to the end).")
+    flags.DEFINE_string("export_dir", "", "Where --mode=export writes; default <workdir>/export.")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def default_workdir() -> str:
+    config_path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+    return os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
+
+
+def flag_error(error: Exception, argv) -> str:
+    """One line for a flag or config-override problem, naming the offending argument."""
+    text = " ".join(str(error).replace("\\n", " ").split())
+    if isinstance(error, (KeyError, AttributeError)):
+        key = re.search(r"'\\*'?([A-Za-z0-9_]+)", text)
+        key = key.group(1) if key else text
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        args = [a.split("=")[0] for a in argv
+                if a.startswith("--config.") and a.split("=")[0].endswith("." + key)]
+        return (f"{args[0] if args else '--config.' + key}: unknown config key {key!r}"
+                + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+                + "; --dry_run prints the keys of a config")
+    if isinstance(error, OSError):
+        path = re.search(r"No such file or directory: '([^']+)'", text)
+        return (f"--config={path.group(1)}: no such config file; expected a path like "
+                f"configs/baselines/resnet56_cifar10.py" if path else f"--config: {text}")
+    return text
+
+
+def main(argv) -> None:
+    try:
+        define_flags()
+        FLAGS(argv)
+        config = FLAGS.config
+        config.get("method")  # config_flags reports a failed config load only on first use
+    except (flags.Error, KeyError, AttributeError, OSError, TypeError, ValueError) as e:
+        fail(flag_error(e, argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend-probing chatter
+
+    from common_jax import config_check
+    workdir = FLAGS.workdir or default_workdir()
+    try:
+        config_check.validate(config)
+        config_check.validate_workdir(workdir)
+    except ValueError as e:
+        fail(str(e))
+    if FLAGS.dry_run:
+        print(config.to_json_best_effort(indent=2))
+        print(json.dumps({"dry_run": "ok", "mode": FLAGS.mode, "workdir": workdir}))
+        return
+    try:
+        run_mode(config, workdir)
+    except ValueError as e:
+        fail(str(e))
+
+
+def profile_report(config) -> str:
+    """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
+    from common_jax import data, models, profile
+    info = data.dataset_info(config.dataset.name)
+    arch = models.arch_from_config(config.model, info.num_classes, info.channels)
+    size = data.image_size(config.dataset)
+    layers = models.arch_layers(arch, size)
+    return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
+                      f"{info.num_classes} classes", profile.group_table(layers),
+                      profile.profile_json(layers)])
+
+
+def run_mode(config, workdir: str) -> None:
+    from common_jax import train
+    if FLAGS.mode == "profile":
+        print(profile_report(config))
+    elif FLAGS.mode == "train":
+        summary = train.train_and_evaluate(config, workdir, stop_after=FLAGS.stop_after or None)
+        print(json.dumps(summary))
+    elif FLAGS.mode == "eval":
+        print(json.dumps(train.evaluate_checkpoint(config, workdir)))
+    else:
+        from common_jax import export
+        print(export.export_checkpoint(config, workdir, FLAGS.export_dir or None))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

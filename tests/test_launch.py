@@ -1,0 +1,123 @@
+"""The launch.py contract: dry runs, one-line errors before any compile, devices, resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from common_jax import export
+from conftest import TINY_FLAGS, launch
+
+
+def test_dry_run_prints_resolved_config_and_compiles_nothing(tmp_path):
+    workdir = tmp_path / "never_created"
+    result = launch(*TINY_FLAGS, "--config.seed=7", f"--workdir={workdir}", "--dry_run")
+    assert result.returncode == 0, result.stderr
+    assert '"seed": 7' in result.stdout and '"batch_size": 64' in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1])["dry_run"] == "ok"
+    assert not workdir.exists() and "compiled" not in result.stdout
+
+
+def snapshot(directory):
+    return sorted((os.path.relpath(os.path.join(root, name), directory),
+                   os.path.getmtime(os.path.join(root, name)))
+                  for root, _, files in os.walk(directory) for name in files)
+
+
+BAD_INPUTS = [
+    (["--config.optimizer.lr=0.1"], "unknown config key 'lr'"),
+    (["--config.model.name=resnet57"], "config.model.name='resnet57'"),
+    (["--config.dataset.name=cifar100"], "config.dataset.name='cifar100'"),
+    (["--config.batch_size=-4"], "config.batch_size=-4"),
+    (["--config.batch_size=abc"], "--config.batch_size=abc"),
+    (["--config.batch_size=30"], "config.batch_size=30 is not divisible by the 4 devices"),
+    (["--config=configs/baselines/nope.py"], "--config=configs/baselines/nope.py"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_input_fails_in_one_line_and_keeps_checkpoints(tmp_path, args, message):
+    workdir = tmp_path / "run"
+    checkpoint = workdir / "checkpoints" / "8" / "state"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "data").write_bytes(b"precious")
+    before = snapshot(workdir)
+    result = launch(*TINY_FLAGS, f"--workdir={workdir}", *args, devices=4)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert "compiled" not in result.stdout
+    assert snapshot(workdir) == before
+
+
+def test_workdir_that_is_a_file_is_rejected(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("keep me")
+    result = launch(*TINY_FLAGS, f"--workdir={path}")
+    assert result.returncode == 2 and "is a file" in result.stderr
+    assert path.read_text() == "keep me"
+
+
+def train_and_export(workdir, devices, *extra):
+    result = launch(*TINY_FLAGS, f"--workdir={workdir}", *extra, devices=devices)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    result = launch(*TINY_FLAGS, f"--workdir={workdir}", "--mode=export", *extra,
+                    devices=devices)
+    assert result.returncode == 0, result.stderr
+    return summary, export.load_exported(os.path.join(workdir, "export"))[1]
+
+
+def test_one_and_four_devices_train_the_same(tmp_path):
+    # Three steps at a small learning rate: early BN-net training amplifies the float rounding
+    # differences of the cross-device reductions (~1e-7) by ~10x per step at larger rates.
+    flags = ["--config.optimizer.learning_rate=0.01", "--config.model.width_mult=0.5",
+             "--config.num_train_steps=3"]
+    one, params_one = train_and_export(tmp_path / "one", 1, *flags)
+    four, params_four = train_and_export(tmp_path / "four", 4, *flags)
+    assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert four["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    leaves_one = _leaves(params_one)
+    leaves_four = _leaves(params_four)
+    assert leaves_one.keys() == leaves_four.keys()
+    for key in leaves_one:
+        np.testing.assert_allclose(leaves_four[key], leaves_one[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+
+
+def _leaves(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = np.asarray(value)
+    return out
+
+
+@pytest.mark.slow
+def test_resume_with_the_same_command_is_exact(tmp_path):
+    flags = [*TINY_FLAGS, "--config.num_epochs=3"]
+    straight = launch(*flags, f"--workdir={tmp_path / 'a'}")
+    first = launch(*flags, f"--workdir={tmp_path / 'b'}", "--stop_after=12")
+    again = launch(*flags, f"--workdir={tmp_path / 'b'}")
+    for result in (straight, first, again):
+        assert result.returncode == 0, result.stderr
+    assert "resumed from checkpoint at step 12" in again.stdout
+    a = json.loads(straight.stdout.strip().splitlines()[-1])
+    b = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (a["train_loss"], a["eval_loss"]) == (b["train_loss"], b["eval_loss"])
+
+
+@pytest.mark.slow
+def test_default_main_job(tmp_path):
+    """What the README's first command runs: the embedded default, within 10 minutes."""
+    result = launch(f"--workdir={tmp_path}", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "step 20/" in result.stdout and "img/s" in result.stdout
+    with open(tmp_path / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["eval_accuracy"] > 0.8, summary
+    assert os.path.exists(tmp_path / "metrics.jsonl")
+    assert os.listdir(tmp_path / "checkpoints")

@@ -1,0 +1,67 @@
+"""FLOPs/params profiler: the papers' published totals and the counting rules."""
+
+import json
+
+import pytest
+
+import launch
+from common_jax import profile
+from conftest import launch as run_launch
+
+MILLION = 1e6
+# (config, key, published value, digits printed in the papers) -- see the foundation issue.
+PUBLISHED = [
+    ("resnet56_cifar10", "flops", 125.49, 2), ("resnet56_cifar10", "flops_thop", 126.55, 2),
+    ("resnet56_cifar10", "params", 0.853, 3),
+    ("resnet110_cifar10", "flops_thop", 254.98, 2), ("resnet110_cifar10", "params", 1.728, 3),
+    ("vgg16_cifar10", "flops", 313.20, 2), ("vgg16_cifar10", "flops_thop", 314.03, 2),
+    ("vgg16_cifar10", "params", 14.73, 2),
+    ("googlenet_cifar10", "flops_thop", 1529.42, 2), ("googlenet_cifar10", "params", 6.166, 3),
+    ("resnet50_imagenet", "flops_thop", 4111.41, 2), ("resnet50_imagenet", "params", 25.557, 3),
+    ("mobilenet_v2_imagenet", "flops", 300.84, 2), ("mobilenet_v1_imagenet", "flops", 568.79, 2),
+]
+
+
+def profile_totals(config_name):
+    module = __import__(f"configs.baselines.{config_name}", fromlist=["get_config"])
+    return json.loads(launch.profile_report(module.get_config()).splitlines()[-1])
+
+
+@pytest.mark.parametrize("config_name,key,published,digits", PUBLISHED)
+def test_profile_matches_published_totals(config_name, key, published, digits):
+    totals = profile_totals(config_name)
+    assert isinstance(totals[key], int)
+    assert round(totals[key] / MILLION, digits) == pytest.approx(published, abs=1e-9)
+
+
+def test_profile_mode_prints_table_then_json_last():
+    result = run_launch("--mode=profile", "--config=configs/baselines/resnet56_cifar10.py")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("stage3") for line in lines)
+    assert json.loads(lines[-1]) == {"flops": 125489792, "flops_thop": 126550656,
+                                     "params": 853018}
+
+
+def test_thop_rules_per_layer():
+    conv = profile.Layer("conv", "c", "g", 8, 3, 4, 16, kernel=3, stride=2, bias=True)
+    assert profile.layer_flops(conv) == 4 * 4 * 16 * 3 * 9
+    assert profile.layer_flops_thop(conv) == 4 * 4 * 16 * (3 * 9 + 1)
+    assert profile.layer_params(conv) == 16 * 3 * 9 + 16
+    dw = profile.Layer("conv", "d", "g", 8, 16, 8, 16, kernel=3, groups=16)
+    assert profile.layer_flops(dw) == 8 * 8 * 16 * 9 and profile.layer_params(dw) == 16 * 9
+    bn = profile.bn_layer("b", "g", 4, 16)
+    assert profile.layer_flops(bn) == 0 and profile.layer_flops_thop(bn) == 2 * 4 * 4 * 16
+    pools = {rule: profile.Layer("avgpool", "p", "g", 8, 64, 1, 64, pool_rule=rule)
+             for rule in profile.POOL_RULES}
+    assert profile.layer_flops(pools["module"]) == 8 * 8 * 64  # PSS-Net: one add per input
+    assert profile.layer_flops_thop(pools["module"]) == 64
+    assert profile.layer_flops_thop(pools["adaptive"]) == 65 * 64
+    assert profile.layer_flops_thop(pools["functional"]) == 0
+
+
+def test_too_small_input_is_reported():
+    from common_jax import models
+    arch = models.arch_for("vgg16", num_classes=10, in_channels=3)
+    with pytest.raises(ValueError, match="too small"):
+        models.arch_layers(arch, 16)

@@ -1,0 +1,99 @@
+"""The shared training loop on the embedded data: outputs, exact resume, eval, export."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from common_jax import checkpoint, data, export, train
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny 16-step run shared by the tests that only read its outputs."""
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = tiny_config()
+    return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_run_writes_summary_metrics_and_checkpoints(trained):
+    config, workdir, summary = trained
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f) == summary
+    assert summary["step"] == 16
+    for key in ("flops", "params", "flops_thop"):
+        assert isinstance(summary[key], int) and summary[key] > 0
+    for key in ("train_loss", "eval_loss", "eval_accuracy"):
+        assert isinstance(summary[key], float) and np.isfinite(summary[key])
+    assert summary["eval_accuracy"] > 0.2  # 10 classes: chance is 0.1
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert [line["step"] for line in lines if "train_loss" in line] == [3, 6, 9, 12, 15, 16]
+    assert [line["step"] for line in lines if "eval_loss" in line] == [8, 16]
+    assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+    mngr = checkpoint.manager(workdir, read_only=True)
+    assert list(mngr.all_steps()) == [8, 16]
+
+
+def test_resume_is_exact(tmp_path, trained):
+    _, _, uninterrupted = trained
+    config, workdir = tiny_config(), str(tmp_path)
+    partial = train.train_and_evaluate(config, workdir, stop_after=5)
+    assert partial == {"step": 5, "finished": False}
+    resumed = train.train_and_evaluate(config, workdir)
+    for key in ("step", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy"):
+        assert resumed[key] == uninterrupted[key], key
+
+
+def test_eval_mode_reproduces_the_training_eval(trained):
+    config, workdir, summary = trained
+    evaluated = train.evaluate_checkpoint(config, workdir)
+    assert evaluated["eval_loss"] == summary["eval_loss"]
+    assert evaluated["eval_accuracy"] == summary["eval_accuracy"]
+    assert evaluated["train_loss"] == summary["train_loss"] and evaluated["mode"] == "eval"
+
+
+def test_export_loads_without_training_code_and_predicts_the_same(trained, tmp_path):
+    config, workdir, summary = trained
+    path = export.export_checkpoint(config, workdir, str(tmp_path / "export"))
+    model, variables, meta = export.load_exported(path)
+    assert meta["arch"]["family"] == "resnet_cifar" and meta["params"] == summary["params"]
+    inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
+    batch = next(inputs.eval_batches())
+    logits = export.predict(model, variables, meta, batch["image"])
+    accuracy = float(np.mean(np.argmax(logits, -1) == batch["label"]))
+    assert accuracy == pytest.approx(summary["eval_accuracy"], abs=1e-9)
+
+
+def test_unfinished_checkpoint_is_never_restored(trained, tmp_path):
+    config, workdir, summary = trained
+    junk = os.path.join(workdir, "checkpoints", "99.orbax-checkpoint-tmp-1700000000")
+    os.makedirs(os.path.join(junk, "state"))
+    with open(os.path.join(junk, "state", "garbage"), "w") as f:
+        f.write("half-written")
+    assert checkpoint.manager(workdir, read_only=True).latest_step() == 16
+    assert train.evaluate_checkpoint(config, workdir)["step"] == 16
+
+
+def test_eval_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="holds no checkpoints"):
+        train.evaluate_checkpoint(tiny_config(), str(tmp_path))
+
+
+def test_bfloat16_compute_keeps_float32_params(tmp_path):
+    config = tiny_config(compute_dtype="bfloat16", num_train_steps=4)
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(summary["train_loss"]) and summary["step"] == 4
+    run = train.setup(config)
+    state, _ = train.restore_latest(run, str(tmp_path))
+    dtypes = {x.dtype for x in jax.tree_util.tree_leaves(state["params"])}
+    assert dtypes == {np.dtype("float32")}
+
+
+def test_batch_larger_than_dataset_is_rejected():
+    with pytest.raises(ValueError, match="batch_size=1024 is larger than the 512"):
+        train.setup(tiny_config(batch_size=1024))
