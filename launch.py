@@ -71,11 +71,14 @@ def main(argv) -> None:
         config.get("method")  # config_flags reports a failed config load only on first use
     except (flags.Error, KeyError, AttributeError, OSError, TypeError, ValueError) as e:
         fail(flag_error(e, argv))
+    # force: config files may import libraries whose import installs absl's root handler.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stdout)
+                        stream=sys.stdout, force=True)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend-probing chatter
+    for handler in logging.getLogger().handlers:  # orbax notes every read-only (eval) restore
+        handler.addFilter(lambda record: "directory is read only" not in record.getMessage())
 
     from common_jax import config_check
     workdir = FLAGS.workdir or default_workdir()
@@ -96,9 +99,9 @@ def main(argv) -> None:
 
 def profile_report(config) -> str:
     """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
-    from common_jax import data, models, profile
+    from common_jax import data, models, profile, train
     info = data.dataset_info(config.dataset.name)
-    arch = models.arch_from_config(config.model, info.num_classes, info.channels)
+    arch = train.method_for(config).arch
     size = data.image_size(config.dataset)
     layers = models.arch_layers(arch, size)
     return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
@@ -107,10 +110,11 @@ def profile_report(config) -> str:
 
 
 def run_mode(config, workdir: str) -> None:
-    from common_jax import train
     if FLAGS.mode == "profile":
         print(profile_report(config))
-    elif FLAGS.mode == "train":
+        return
+    from common_jax import train
+    if FLAGS.mode == "train":
         summary = train.train_and_evaluate(config, workdir, stop_after=FLAGS.stop_after or None)
         print(json.dumps(summary))
     elif FLAGS.mode == "eval":

@@ -15,18 +15,21 @@ import os
 import orbax.checkpoint as ocp
 
 ITEMS = ("state", "host")
+CHECKPOINTS = "checkpoints"
 
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+def checkpoint_dir(workdir: str, name: str = CHECKPOINTS) -> str:
+    return os.path.join(os.path.abspath(workdir), name)
 
 
-def manager(workdir: str, keep: int = 3, async_save: bool = True,
-            read_only: bool = False) -> ocp.CheckpointManager:
+def manager(workdir: str, keep: int = 3, async_save: bool = True, read_only: bool = False,
+            name: str = CHECKPOINTS) -> ocp.CheckpointManager:
+    """The manager of ``<workdir>/<name>/`` keeping the newest ``keep`` checkpoints."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+    return ocp.CheckpointManager(checkpoint_dir(workdir, name), options=options,
+                                 item_names=ITEMS)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, host: dict) -> None:

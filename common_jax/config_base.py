@@ -22,6 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch
     c.keep_checkpoints = 3
     c.async_checkpoints = True
+    c.keep_best_checkpoint = False  # also keep the best-eval state (selects on the eval split)
+    c.export_from = "final"  # --mode=export source: 'final' or 'best' (needs the above)
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "embedded"

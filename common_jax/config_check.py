@@ -11,7 +11,7 @@ import os
 from common_jax import data, models, optim
 from common_jax.data.memory import AUGMENTATIONS
 
-METHODS = ("baseline",)
+METHODS = ("baseline", "dcff")
 MODES = ("train", "eval", "export", "profile")
 
 
@@ -43,6 +43,9 @@ def validate(config) -> None:
     _require(config.num_epochs > 0 or config.num_train_steps > 0,
              "config.num_epochs and config.num_train_steps are both 0; set one of them > 0")
     _one_of("compute_dtype", config.compute_dtype, models.DTYPES)
+    _one_of("export_from", config.export_from, ("final", "best"))
+    _require(config.export_from == "final" or config.keep_best_checkpoint,
+             "config.export_from='best' needs config.keep_best_checkpoint=True during training")
 
     ds = config.dataset
     _one_of("dataset.name", ds.name, data.DATASETS)
@@ -56,6 +59,9 @@ def validate(config) -> None:
              f"config.dataset.color_jitter={ds.color_jitter!r} must be in [0, 1)")
 
     _one_of("model.name", config.model.name, models.MODEL_NAMES)
+    if config.method == "dcff":
+        from dcff_jax.method import validate as validate_dcff
+        validate_dcff(config)
     _require(config.model.width_mult > 0,
              f"config.model.width_mult={config.model.width_mult!r} must be positive")
     _one_of("model.depthwise_impl", config.model.depthwise_impl, ("auto", "conv", "shifts"))

@@ -54,10 +54,11 @@ def predict(model, variables, meta: dict, images):
 
 
 def export_checkpoint(config, workdir: str, directory: str | None = None) -> str:
-    """Exports the newest checkpoint of ``workdir`` (default ``<workdir>/export``)."""
+    """Exports the newest (or, with ``config.export_from='best'``, the best-eval) checkpoint
+    of ``workdir`` as a plain-width model (default ``<workdir>/export``)."""
     run = train.setup(config)
-    state, host = train.restore_latest(run, workdir)
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    return export_model(directory or os.path.join(workdir, "export"), run.arch, variables,
-                        image_size=run.input.image_size, info=run.input.info,
+    state, host = train.restore_latest(run, workdir, config.export_from)
+    return export_model(directory or os.path.join(workdir, "export"), run.arch,
+                        run.method.export_variables(state), image_size=run.input.image_size,
+                        info=run.input.info,
                         extra={"step": int(host["step"]), **train.model_costs(run)})

@@ -26,6 +26,49 @@ from common_jax import checkpoint, data, mesh as mesh_lib, models, optim, profil
 from common_jax.metrics import MetricWriter
 
 log = logging.getLogger("common_jax")
+BEST = "best_checkpoint"
+
+
+def default_variables(state: dict, params) -> dict:
+    return {"params": params, "batch_stats": state["batch_stats"]}
+
+
+@dataclasses.dataclass
+class Method:
+    """What a training method plugs into the shared loop; the baseline uses the defaults.
+
+    arch: the plain-width description of the trained network (profile, summary, export).
+    model: the flax module that is trained (e.g. DCFF's fused network).
+    extra_state: init variables -> extra train-state entries, traced inside the jitted init.
+    variables: (state, params) -> the variables passed to ``model.apply``.
+    before_epoch: (state, epoch, total_epochs) -> state, called before the first step of
+        every epoch and once when a run resumes mid-epoch (it must detect that itself).
+    export_variables: state -> variables of the exported (plain-width) model.
+    """
+
+    arch: dict
+    model: Any
+    extra_state: Callable[[Any], dict] = lambda variables: {}
+    variables: Callable[[dict, Any], dict] = default_variables
+    before_epoch: Callable[[dict, int, int], dict] | None = None
+    export_variables: Callable[[dict], dict] = lambda state: default_variables(
+        state, state["params"])
+
+
+def baseline_method(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> Method:
+    """Plain training of ``config.model`` at its full (or width-multiplied) widths."""
+    arch = models.arch_from_config(config.model, info.num_classes, info.channels)
+    return Method(arch, models.build_model(arch, dtype=config.compute_dtype,
+                                           depthwise_impl=config.model.depthwise_impl))
+
+
+def method_for(config: ml_collections.ConfigDict) -> Method:
+    """The Method of ``config.method`` (builds modules, compiles nothing)."""
+    info = data.dataset_info(config.dataset.name)
+    if config.method == "dcff":
+        from dcff_jax import method as dcff_method
+        return dcff_method.dcff_method(config, info)
+    return baseline_method(config, info)
 
 
 @dataclasses.dataclass
@@ -34,13 +77,20 @@ class Run:
 
     config: ml_collections.ConfigDict
     input: data.Input
-    arch: dict
-    model: Any
+    method: Method
     steps_per_epoch: int
     total_steps: int
     schedule: Callable
     tx: optax.GradientTransformation
     mesh: Any
+
+    @property
+    def arch(self) -> dict:
+        return self.method.arch
+
+    @property
+    def model(self):
+        return self.method.model
 
     @property
     def total_epochs(self) -> int:
@@ -63,9 +113,8 @@ def setup(config: ml_collections.ConfigDict) -> Run:
             raise ValueError(f"config.{key}={value} is not divisible by the "
                              f"{jax.device_count()} devices; use a multiple of "
                              f"{jax.device_count()}")
-    info = data.dataset_info(config.dataset.name)
-    arch = models.arch_from_config(config.model, info.num_classes, info.channels)
-    models.arch_layers(arch, data.image_size(config.dataset))  # size errors surface here
+    method = method_for(config)
+    models.arch_layers(method.arch, data.image_size(config.dataset))  # size errors surface here
     inputs = data.make_input(config.dataset, global_batch=config.batch_size,
                              eval_batch=eval_batch, seed=config.seed,
                              process_index=jax.process_index(), process_count=processes)
@@ -75,9 +124,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
                          f"{inputs.num_train} training examples of {config.dataset.name!r}")
     total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
     schedule = optim.learning_rate_schedule(config.optimizer, steps_per_epoch, total_steps)
-    model = models.build_model(arch, dtype=config.compute_dtype,
-                               depthwise_impl=config.model.depthwise_impl)
-    return Run(config, inputs, arch, model, steps_per_epoch, total_steps, schedule,
+    return Run(config, inputs, method, steps_per_epoch, total_steps, schedule,
                optim.sgd(config.optimizer, schedule), mesh_lib.data_mesh())
 
 
@@ -95,7 +142,8 @@ def _init_fn(run: Run):
         return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
                 "batch_stats": variables.get("batch_stats", {}),
                 "opt_state": run.tx.init(variables["params"]),
-                "rng": jax.random.key_data(train_key)}
+                "rng": jax.random.key_data(train_key),
+                **run.method.extra_state(variables)}
 
     return init
 
@@ -122,9 +170,8 @@ def make_train_step(run: Run):
         images = run.normalize(batch["image"], dtype)
 
         def loss_fn(params):
-            logits, updates = run.model.apply(
-                {"params": params, "batch_stats": state["batch_stats"]}, images, train=True,
-                mutable=["batch_stats"])
+            logits, updates = run.model.apply(run.method.variables(state, params), images,
+                                              train=True, mutable=["batch_stats"])
             loss = jnp.mean(cross_entropy(logits, batch["label"]))
             return loss, (logits, updates["batch_stats"])
 
@@ -149,8 +196,8 @@ def make_eval_step(run: Run):
 
     def eval_step(state, batch):
         images = run.normalize(batch["image"], dtype)
-        logits = run.model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                                 images, train=False)
+        logits = run.model.apply(run.method.variables(state, state["params"]), images,
+                                 train=False)
         mask = batch["mask"]
         return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
                 "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
@@ -244,31 +291,35 @@ class _TrainWindow:
         return self.last
 
 
-def _host_state(run: Run, step: int, window: _TrainWindow, method_state: dict) -> dict:
+def _host_state(run: Run, step: int, window: _TrainWindow, best: dict) -> dict:
     epoch, index = divmod(step, run.steps_per_epoch)
     return {"step": step, "data_position": {"epoch": epoch, "step_in_epoch": index},
-            "train_window": window.host_values(), "last_train": window.last,
-            "method": method_state}
+            "train_window": window.host_values(), "last_train": window.last, "best": best}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None) -> dict:
     """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint) and returns the
     summary written to ``summary.json``. ``stop_after`` ends this invocation at that global
-    step with a checkpoint, without changing the schedule; the same call resumes."""
+    step with a checkpoint, without changing the schedule; the same call resumes.
+
+    With ``config.keep_best_checkpoint`` the state of the best eval accuracy so far is also
+    kept (``<workdir>/best_checkpoint``), which is how the official DCFF code selects models
+    (on the test set); ``summary.json`` then reports ``best_eval_accuracy`` too."""
     run = setup(config)
     os.makedirs(workdir, exist_ok=True)
     _record_config(workdir, config)
-    is_main = jax.process_index() == 0
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     mngr = checkpoint.manager(workdir, config.keep_checkpoints, config.async_checkpoints)
+    best_mngr = (checkpoint.manager(workdir, 1, config.async_checkpoints, name=BEST)
+                 if config.keep_best_checkpoint else None)
     start = time.perf_counter()
 
-    window, step = _TrainWindow(), 0
+    window, step, best = _TrainWindow(), 0, {}
     latest = checkpoint.latest_step(mngr)
     if latest is not None:
         state, host = checkpoint.restore(mngr, latest, abstract_state(run))
-        step = int(host["step"])
+        step, best = int(host["step"]), host.get("best", {})
         window = _TrainWindow(host["train_window"], host["last_train"])
         log.info("resumed from checkpoint at step %d (epoch %d)", step, run.epoch(step))
     else:
@@ -283,8 +334,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt_every = config.checkpoint_every_steps or run.steps_per_epoch
     batches = run.input.train_batches(step)
     train_step = eval_step = None
-    eval_metrics, tic, window_start = {}, time.perf_counter(), step
+    eval_metrics, tic, window_start, resumed_at = {}, time.perf_counter(), step, step
     while step < end:
+        if run.method.before_epoch and (step % run.steps_per_epoch == 0 or step == resumed_at):
+            state = run.method.before_epoch(state, run.epoch(step), run.total_epochs)
         batch = mesh_lib.global_batch(next(batches), run.mesh)
         if train_step is None:
             train_step = _compile("train step", make_train_step(run), state, batch)
@@ -307,11 +360,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             log.info("eval at step %d | loss %.4f | accuracy %.4f", step,
                      eval_metrics["eval_loss"], eval_metrics["eval_accuracy"])
             writer.write(step, eval_metrics)
+            if best_mngr and eval_metrics["eval_accuracy"] > best.get("eval_accuracy", -1.0):
+                best = {"eval_accuracy": eval_metrics["eval_accuracy"], "step": step}
+                checkpoint.save(best_mngr, step, state, _host_state(run, step, window, best))
             tic, window_start = time.perf_counter(), step
         if step % ckpt_every == 0 or step == end:
-            checkpoint.save(mngr, step, state, _host_state(run, step, window, {}))
-    mngr.wait_until_finished()
-    mngr.close()
+            checkpoint.save(mngr, step, state, _host_state(run, step, window, best))
+    for manager in (mngr, best_mngr):
+        if manager:
+            manager.wait_until_finished()
+            manager.close()
     writer.close()
     if step < run.total_steps:
         log.info("stopped at step %d of %d; run the same command again to continue", step,
@@ -322,6 +380,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     summary = {"step": step, **window.last, **eval_metrics, **costs, "mode": "train",
                "model": config.model.name, "dataset": config.dataset.name,
                "wall_time_s": time.perf_counter() - start}
+    if best:
+        summary.update(best_eval_accuracy=best["eval_accuracy"], best_step=best["step"])
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 
@@ -340,14 +400,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     return summary
 
 
-def restore_latest(run: Run, workdir: str):
-    """(state, host) of the newest checkpoint; ValueError if the workdir has none."""
-    if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-        raise ValueError(f"--workdir={workdir!r} holds no checkpoints; train first")
-    mngr = checkpoint.manager(workdir, read_only=True)
+def restore_latest(run: Run, workdir: str, source: str = "final"):
+    """(state, host) of the newest checkpoint, or of the best-eval one for ``source='best'``;
+    ValueError if the workdir has none."""
+    name = BEST if source == "best" else checkpoint.CHECKPOINTS
+    if not os.path.isdir(checkpoint.checkpoint_dir(workdir, name)):
+        raise ValueError(f"--workdir={workdir!r} holds no {name}/; "
+                         + ("train with --config.keep_best_checkpoint=True first"
+                            if source == "best" else "train first"))
+    mngr = checkpoint.manager(workdir, read_only=True, name=name)
     latest = checkpoint.latest_step(mngr)
     if latest is None:
-        raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint; train first")
+        raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in {name}/; "
+                         f"train first")
     state, host = checkpoint.restore(mngr, latest, abstract_state(run))
     mngr.close()
     return state, host

@@ -21,6 +21,11 @@ def tiny_config(**overrides):
     c.num_epochs = 2
     c.log_every_steps = 3
     c.async_checkpoints = False
+    return override(c, **overrides)
+
+
+def override(c, **overrides):
+    """Sets dotted keys ('optimizer.learning_rate') of a config."""
     for key, value in overrides.items():
         section = c
         *parents, leaf = key.split(".")

@@ -65,7 +65,7 @@ def test_export_loads_without_training_code_and_predicts_the_same(trained, tmp_p
     inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
     batch = next(inputs.eval_batches())
     logits = export.predict(model, variables, meta, batch["image"])
-    accuracy = float(np.mean(np.argmax(logits, -1) == batch["label"]))
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == batch["label"]))
     assert accuracy == pytest.approx(summary["eval_accuracy"], abs=1e-9)
 
 

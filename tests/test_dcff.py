@@ -1,0 +1,219 @@
+"""DCFF end to end: rate strings, compact widths, the fused model, training, resume, export."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import launch
+from common_jax import data, export, models, train
+from conftest import override, tiny_config
+from dcff_jax import architectures, rates
+from dcff_jax.method import dcff_section, fold
+from dcff_jax.model import build_fused_model
+
+RATE_STRINGS = {
+    "vgg16": "[0.5]*2+[0.4]*2+[0.35]*3+[0.85]*6",
+    "resnet56": "[0.7]*2+[0.5]*3+[0.3]*2+[0.4]+[0.8]+ [0.7]*2+[0.8]*4+[0.4]+[0.2]*2+[0.7]+[0.3]"
+                "+[0.8]+[0.4]*2+[0.7]+[0.3]+[0.4]+[0.8]+ [0.0]*3",
+    "resnet110": "[0.2]+[0.0]+[0.2]+[0.3]+[0.7]*2+[0.1]+[0.3]*2+[0.4]+[0.7]*2+[0.5]+[0.1]+[0.3]"
+                 "+[0.0]+[0.6]+[0.0]+[0.2]+[0.5]+[0.0]+[0.7]*2+[0.5]+[0.7]*2+[0.4]*2+[0.0]+[0.3]"
+                 "+[0.1]+[0.5]+[0.1]*3+[0.7]+ [0.1]*2+[0.3]*5+[0.5]+[0.7]+[0.2]+[0.4]+[0.7]*5"
+                 "+[0.5]+[0.1]+ [0.6]+[0.2]+[0.5]",
+    "googlenet": "[0.0]*2+[0.8]+[0.0]+[0.8]*2+[0.0]*2+ ([0.0]+[0.9]+[0.0]+[0.9]*2+[0.0]*2)*3+ "
+                 "([0.0]+[0.8]+[0.0]+[0.8]*2+[0.0]*2)*3+ ([0.0]+[0.9]+[0.0]+[0.9]*2+[0.0]*2)*2",
+}
+R50 = {
+    "step958m": "[0.0]+[0.8]*10+[0.7]*6+[0.6]*10+[0.4]*6+[0.3]*4",
+    "step1491m": "[0.0]+[0.6]*10+[0.5]*6+[0.5]*10+[0.4]*6+[0.2]*4",
+    "step2249m": "[0.0]+[0.35]*10+[0.3]*6+[0.4]*10+[0.3]*6+[0.1]*4",
+    "cos1523m": "[0.0]+([0.5]*10+[0.5]*6)*2+[0.25]*3+[0.0]",
+    "cos1381m": "[0.0]+([0.7]*7+[0.45]*9)*2+[0.24]*3+[0.0]",
+    "cos1023m": "[0.0]+([0.43]*7+[0.73]*9)*2+[0.45]*3+[0.0]",
+}
+# dcff.md §4.3: per stage, conv1 | conv2 | conv3 widths (one value = the same for all blocks).
+R50_WIDTHS = {
+    "step958m": ([[12], [25], [51, 51, 51, 76, 76, 76], [153]],
+                 [[25], [51], [102, 102, 102, 153, 153, 153], [307]], [179, 358, 716, 1433]),
+    "step1491m": ([[25], [51], [102, 102, 102, 128, 128, 128], [256]],
+                  [[32], [64], [128, 128, 128, 153, 153, 153], [307]], [204, 409, 819, 1638]),
+    "step2249m": ([[41], [83], [166, 166, 166, 179, 179, 179], [358]],
+                  [[38], [76], [153, 153, 153, 179, 179, 179], [358]], [230, 460, 921, 1843]),
+    "cos1523m": ([[32], [64], [128], [256]], [[32], [64], [128], [256]], [192, 384, 768, 2048]),
+    "cos1381m": ([[19], [38], [140], [281]], [[19], [38], [140], [281]], [194, 389, 778, 2048]),
+    "cos1023m": ([[36], [72], [69], [138]], [[36], [72], [69], [138]], [140, 281, 563, 2048]),
+}
+
+
+def arch(model, rate_string, classes=10):
+    return architectures.compact_arch(model, rate_string, num_classes=classes, in_channels=3)
+
+
+def test_vgg_widths():
+    compact, fused = arch("vgg16", RATE_STRINGS["vgg16"])
+    assert [v for v in compact["features"] if v != "M"] == [32, 32, 76, 76, 166, 166, 166, 76,
+                                                            76, 76, 76, 76, 76]
+    assert fused["conv12"] == 512 and len(fused) == 13
+
+
+def test_resnet56_widths():
+    compact, fused = arch("resnet56", RATE_STRINGS["resnet56"])
+    assert compact["stem"] == 16 and len(fused) == 55
+    assert [[b[0] for b in stage] for stage in compact["stages"]] == [
+        [4, 4, 8, 8, 8, 11, 11, 9, 3], [9, 9, 6, 6, 6, 6, 19, 25, 25],
+        [19, 44, 12, 38, 38, 19, 44, 38, 12]]
+    assert {b[1] for b in compact["stages"][2]} == {64}
+
+
+def test_resnet110_widths():
+    compact, fused = arch("resnet110", RATE_STRINGS["resnet110"])
+    assert compact["stem"] == 6 and len(fused) == 109
+    assert [sorted({b[1] for b in stage}) for stage in compact["stages"]] == [[6], [25], [32]]
+    assert [[b[0] for b in stage] for stage in compact["stages"]] == [
+        [12, 16, 12, 11, 4, 4, 14, 11, 11, 9, 4, 4, 8, 14, 11, 16, 6, 16],
+        [25, 16, 32, 9, 9, 16, 9, 9, 19, 19, 32, 22, 28, 16, 28, 28, 28, 9],
+        [57, 57, 44, 44, 44, 44, 44, 32, 19, 51, 38, 19, 19, 19, 19, 19, 32, 57]]
+
+
+def test_googlenet_widths():
+    compact, fused = arch("googlenet", RATE_STRINGS["googlenet"])
+    assert compact["pre"] == 192 and len(fused) == 64
+    assert compact["inceptions"] == [
+        [64, 19, 128, 3, 6, 32, 32], [128, 12, 192, 3, 9, 96, 64], [192, 9, 208, 1, 4, 48, 64],
+        [160, 11, 224, 2, 6, 64, 64], [128, 25, 256, 4, 12, 64, 64],
+        [112, 28, 288, 6, 12, 64, 64], [256, 31, 320, 6, 25, 128, 128],
+        [256, 15, 320, 3, 12, 128, 128], [384, 19, 384, 4, 12, 128, 128]]
+
+
+@pytest.mark.parametrize("name", sorted(R50))
+def test_resnet50_widths(name):
+    compact, fused = arch("resnet50", R50[name], classes=1000)
+    assert compact["stem"] == 64 and len(fused) == 49 and "stage1_block0/downsample_conv" not in fused
+    conv1, conv2, conv3 = R50_WIDTHS[name]
+    for s, stage in enumerate(compact["stages"]):
+        expected1 = conv1[s] * len(stage) if len(conv1[s]) == 1 else conv1[s]
+        expected2 = conv2[s] * len(stage) if len(conv2[s]) == 1 else conv2[s]
+        assert [b[0] for b in stage] == expected1 and [b[1] for b in stage] == expected2
+        assert {b[2] for b in stage} == {conv3[s]}
+
+
+# dcff.md §5: thop FLOPs (M) and params (M) of the compact models, to the printed digits.
+PROFILES = [("vgg16_cifar10", 72.77, 1.0712), ("resnet56_cifar10", 55.84, 0.3843),
+            ("resnet110_cifar10", 85.30, 0.5554), ("googlenet_cifar10", 457.22, 2.0793),
+            ("resnet50_imagenet_step958m", 958.07, 7.4034),
+            ("resnet50_imagenet_step1491m", 1490.51, 10.5816),
+            ("resnet50_imagenet_step2249m", 2248.78, 15.1636),
+            ("resnet50_imagenet_cos1523m", 1522.96, 11.0473),
+            ("resnet50_imagenet_cos1381m", 1380.92, 11.8139),
+            ("resnet50_imagenet_cos1023m", 1023.26, 6.5608)]
+
+
+@pytest.mark.parametrize("config_name,flops,params", PROFILES)
+def test_dcff_config_profiles(config_name, flops, params):
+    module = __import__(f"configs.dcff.{config_name}", fromlist=["get_config"])
+    totals = json.loads(launch.profile_report(module.get_config()).splitlines()[-1])
+    assert round(totals["flops_thop"] / 1e6, 2) == pytest.approx(flops, abs=1e-9)
+    assert round(totals["params"] / 1e6, 4) == pytest.approx(params, abs=1e-9)
+
+
+def test_rate_strings_parse_with_groups_and_lengths():
+    assert rates.parse_rates("[0.0]+([0.5]*2+[0.4])*2+[0.25]") == [0.0, 0.5, 0.5, 0.4, 0.5, 0.5,
+                                                                  0.4, 0.25]
+    assert rates.parse_rates("2*[0.1, 0.2]") == [0.1, 0.2, 0.1, 0.2]
+    for model, text in {**RATE_STRINGS, **{f"r50_{k}": v for k, v in R50.items()}}.items():
+        name = "resnet50" if model.startswith("r50") else model
+        assert len(rates.parse_rates(text)) == architectures.expected_length(name)
+    assert [rates.kept(16, 0.7), rates.kept(64, 0.8), rates.kept(512, 0.85)] == [4, 12, 76]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[0.5]*2+", "expected '[' or '(' at position 8, found the end"),
+    ("[0.5]*2.5", "repeat count '2.5' at position 6"),
+    ("[0.5,]", "expected a rate at position 5"),
+    ("([0.5]*2", "expected ')' at position 8"),
+    ("[1.5]", "rate 1.5 at position 1 must be in [0, 1)"),
+    ("__import__('os')", "unexpected '_' at position 0"),
+    ("[0.5]*3", "has 3 entries; this network expects 13"),
+])
+def test_malformed_rate_strings_name_the_position(text, message):
+    with pytest.raises(rates.RateStringError, match=message.replace("[", r"\[").replace(
+            "(", r"\(").replace(")", r"\)")):
+        rates.parse_rates(text, 13)
+
+
+def test_fused_model_equals_folded_compact_model():
+    compact, fused = arch("resnet56", RATE_STRINGS["resnet56"])
+    model = build_fused_model(compact, fused)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+    rng = np.random.default_rng(0)
+    matrices = jax.tree.map(lambda p: jnp.asarray(rng.dirichlet(np.ones(p.shape[1]), p.shape[0]),
+                                                  jnp.float32), variables["fusion"])
+    fused_logits = model.apply({**variables, "fusion": matrices}, x, train=False)
+    plain = models.build_model(compact)
+    folded = {"params": fold(variables["params"], matrices),
+              "batch_stats": variables["batch_stats"]}
+    np.testing.assert_allclose(plain.apply(folded, x, train=False), fused_logits, rtol=1e-4,
+                               atol=1e-5)
+
+
+def dcff_tiny(mode="faithful", **overrides):
+    """The embedded DCFF ResNet-20 on the tiny data: 8 steps an epoch."""
+    c = tiny_config()
+    c.method = "dcff"
+    c.dcff = dcff_section("[0.5]*9+[0.25]*3", mode)
+    c.model.width_mult = 1.0
+    c.keep_best_checkpoint = True
+    return override(c, **overrides)
+
+
+def test_dcff_trains_resumes_and_exports_identically(tmp_path):
+    config = dcff_tiny()
+    straight = train.train_and_evaluate(config, str(tmp_path / "a"))
+    assert train.train_and_evaluate(config, str(tmp_path / "b"), stop_after=11)["step"] == 11
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    for key in ("train_loss", "eval_loss", "eval_accuracy", "best_eval_accuracy"):
+        assert resumed[key] == straight[key], key
+    run = train.setup(config)
+    state, _ = train.restore_latest(run, str(tmp_path / "a"))
+    fusion_state = jax.device_get(state["fusion"])
+    assert int(fusion_state["epoch"]) == 1  # recomputed at the epoch boundary (step 8)
+    for matrix in jax.tree.leaves(fusion_state["matrix"]):  # faithful: exact one-hot rows
+        assert set(np.unique(matrix)) <= {0.0, 1.0} and np.all(matrix.sum(1) == 1)
+
+    path = export.export_checkpoint(config, str(tmp_path / "a"), str(tmp_path / "export"))
+    model, variables, meta = export.load_exported(path)
+    assert meta["arch"]["stages"][0][0] == [8, 12] and meta["flops"] == straight["flops"]
+    inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
+    batch = next(inputs.eval_batches())
+    logits = export.predict(model, variables, meta, batch["image"])
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == batch["label"]))
+    assert accuracy == pytest.approx(straight["eval_accuracy"], abs=1e-9)
+    fused_logits = run.model.apply(run.method.variables(state, state["params"]),
+                                   run.normalize(batch["image"], jnp.float32), train=False)
+    np.testing.assert_allclose(logits, fused_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_stable_mode_reselects_and_scratch_has_no_fusion(tmp_path):
+    config = dcff_tiny("stable", num_epochs=2, **{"optimizer.learning_rate": 0.3})
+    train.train_and_evaluate(config, str(tmp_path / "stable"))
+    run = train.setup(config)
+    state, _ = train.restore_latest(run, str(tmp_path / "stable"))
+    scores = jax.tree.leaves(jax.device_get(state["fusion"]["score"]))
+    assert all(np.all(np.isfinite(s)) for s in scores)
+    scratch = dcff_tiny("scratch", num_train_steps=2)
+    summary = train.train_and_evaluate(scratch, str(tmp_path / "scratch"))
+    run = train.setup(scratch)
+    state, _ = train.restore_latest(run, str(tmp_path / "scratch"))
+    assert "fusion" not in state and summary["params"] == train.model_costs(run)["params"]
+
+
+def test_bad_dcff_config_is_a_one_line_error():
+    from common_jax import config_check
+    with pytest.raises(ValueError, match=r"config.dcff.rates: .*has 3 entries; this network "
+                                         r"expects 12"):
+        config_check.validate(dcff_tiny(**{"dcff.rates": "[0.5]*3"}))
+    with pytest.raises(ValueError, match="config.dcff.mode='soft'"):
+        config_check.validate(dcff_tiny(**{"dcff.mode": "soft"}))
