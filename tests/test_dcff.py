@@ -90,7 +90,8 @@ def test_googlenet_widths():
 @pytest.mark.parametrize("name", sorted(R50))
 def test_resnet50_widths(name):
     compact, fused = arch("resnet50", R50[name], classes=1000)
-    assert compact["stem"] == 64 and len(fused) == 49 and "stage1_block0/downsample_conv" not in fused
+    assert compact["stem"] == 64 and len(fused) == 49
+    assert "stage1_block0/downsample_conv" not in fused
     conv1, conv2, conv3 = R50_WIDTHS[name]
     for s, stage in enumerate(compact["stages"]):
         expected1 = conv1[s] * len(stage) if len(conv1[s]) == 1 else conv1[s]

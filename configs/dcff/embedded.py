@@ -2,8 +2,9 @@
 
 Conv1 of every block keeps half its filters and the residual widths keep three quarters
 (``[0.5]*9+[0.25]*3``: 11.6 of the baseline's 30.8 MFLOPs at 28x28, -62%), trained from
-scratch with filter fusion under the same recipe as configs/baselines/embedded.py (10 epochs, so the temperature runs
-from 1 to 1e4 over 10 epochs). ``:stable`` or ``:scratch`` picks the other modes.
+scratch with filter fusion under the recipe of configs/baselines/embedded.py (10 epochs; the
+temperature goes from 1 to 1e4 over those 10). ``:stable`` or ``:scratch`` picks the other
+modes. About 2 minutes on 2 CPU cores.
 
     python launch.py --config=configs/dcff/embedded.py --workdir=runs/dcff_embedded
 """

@@ -2,8 +2,8 @@
 
 Compact model: 1380.92M FLOPs (thop), 11.8139M params; published 74.85 / 92.41 (top-1 / top-5).
 
-    python launch.py --config=configs/dcff/resnet50_imagenet_cos1381m.py --workdir=runs/r50_cos1381m \\
-        --config.dataset.data_dir=<tfds data dir with imagenet2012>
+    python launch.py --config=configs/dcff/resnet50_imagenet_cos1381m.py \\
+        --workdir=runs/r50_cos1381m --config.dataset.data_dir=<tfds data dir with imagenet2012>
 """
 
 from configs.dcff.imagenet import dcff_resnet50_config

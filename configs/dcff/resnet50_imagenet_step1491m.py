@@ -2,8 +2,8 @@
 
 Compact model: 1490.51M FLOPs (thop), 10.5816M params; published 74.21 / 91.93 (top-1 / top-5).
 
-    python launch.py --config=configs/dcff/resnet50_imagenet_step1491m.py --workdir=runs/r50_step1491m \\
-        --config.dataset.data_dir=<tfds data dir with imagenet2012>
+    python launch.py --config=configs/dcff/resnet50_imagenet_step1491m.py \\
+        --workdir=runs/r50_step1491m --config.dataset.data_dir=<tfds data dir with imagenet2012>
 """
 
 from configs.dcff.imagenet import dcff_resnet50_config

@@ -2,8 +2,8 @@
 
 Compact model: 2248.78M FLOPs (thop), 15.1636M params; published 75.18 / 92.56 (top-1 / top-5).
 
-    python launch.py --config=configs/dcff/resnet50_imagenet_step2249m.py --workdir=runs/r50_step2249m \\
-        --config.dataset.data_dir=<tfds data dir with imagenet2012>
+    python launch.py --config=configs/dcff/resnet50_imagenet_step2249m.py \\
+        --workdir=runs/r50_step2249m --config.dataset.data_dir=<tfds data dir with imagenet2012>
 """
 
 from configs.dcff.imagenet import dcff_resnet50_config

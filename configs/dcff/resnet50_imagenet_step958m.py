@@ -2,8 +2,8 @@
 
 Compact model: 958.07M FLOPs (thop), 7.4034M params; published 71.54 / 90.57 (top-1 / top-5).
 
-    python launch.py --config=configs/dcff/resnet50_imagenet_step958m.py --workdir=runs/r50_step958m \\
-        --config.dataset.data_dir=<tfds data dir with imagenet2012>
+    python launch.py --config=configs/dcff/resnet50_imagenet_step958m.py \\
+        --workdir=runs/r50_step958m --config.dataset.data_dir=<tfds data dir with imagenet2012>
 """
 
 from configs.dcff.imagenet import dcff_resnet50_config
