@@ -218,3 +218,27 @@ def test_bad_dcff_config_is_a_one_line_error():
         config_check.validate(dcff_tiny(**{"dcff.rates": "[0.5]*3"}))
     with pytest.raises(ValueError, match="config.dcff.mode='soft'"):
         config_check.validate(dcff_tiny(**{"dcff.mode": "soft"}))
+
+
+@pytest.mark.parametrize("model,rate_string,size", [
+    ("vgg16", RATE_STRINGS["vgg16"], 32), ("googlenet", RATE_STRINGS["googlenet"], 32),
+    ("resnet110", RATE_STRINGS["resnet110"], 32), ("resnet50", R50["step958m"], 64)])
+def test_fused_banks_have_original_filters_and_compact_inputs(model, rate_string, size):
+    compact, fused = arch(model, rate_string)
+    module = build_fused_model(compact, fused)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(lambda k: module.init(k, jnp.zeros(x.shape), train=False),
+                               jax.random.key(0))
+    from flax import traverse_util
+    params = traverse_util.flatten_dict(variables["params"], sep="/")
+    matrices = traverse_util.flatten_dict(variables["fusion"], sep="/")
+    assert len(matrices) == len(fused)
+    for layer in models.arch_layers(compact, size):
+        if layer.kind != "conv":
+            continue
+        bank = params[f"{layer.name}/kernel"].shape
+        if layer.name in fused:  # (k, k, compact inputs, original filters); F is (m, n)
+            assert bank == (layer.kernel, layer.kernel, layer.in_ch, fused[layer.name])
+            assert matrices[f"{layer.name}/P"].shape == (layer.out_ch, fused[layer.name])
+        else:  # ResNet-50's downsample convs are ordinary compact convs
+            assert "downsample" in layer.name and bank[-1] == layer.out_ch
