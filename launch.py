@@ -101,12 +101,12 @@ def profile_report(config) -> str:
     """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
     from common_jax import data, models, profile, train
     info = data.dataset_info(config.dataset.name)
-    arch = train.method_for(config).arch
+    method = train.method_for(config)
     size = data.image_size(config.dataset)
-    layers = models.arch_layers(arch, size)
+    layers = models.arch_layers(method.arch, size)
     return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
                       f"{info.num_classes} classes", profile.group_table(layers),
-                      profile.profile_json(layers)])
+                      profile.profile_json(layers, **method.extra_costs)])
 
 
 def run_mode(config, workdir: str) -> None:

@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 0  # 0: same as batch_size
     c.num_epochs = 1
     c.num_train_steps = 0  # > 0 overrides num_epochs
+    c.compilation_cache_dir = ""  # '' = $JAX_COMPILATION_CACHE_DIR or ~/.cache/...; 'off'
     c.compute_dtype = "float32"  # or 'bfloat16' (params and optimizer state stay float32)
     c.log_every_steps = 50
     c.eval_every_steps = 0  # 0: at the end of every epoch
@@ -38,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.shuffle_buffer = 10_000
     c.dataset.num_train_examples = 0  # > 0: use a fixed subset
     c.dataset.num_eval_examples = 0
+    c.dataset.holdout_examples = 0  # > 0: this many training examples are held out for selection
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet20"

@@ -11,7 +11,7 @@ import os
 from common_jax import data, models, optim
 from common_jax.data.memory import AUGMENTATIONS
 
-METHODS = ("baseline", "dcff")
+METHODS = ("baseline", "dcff", "pssnet")
 MODES = ("train", "eval", "export", "profile")
 
 
@@ -50,7 +50,8 @@ def validate(config) -> None:
     ds = config.dataset
     _one_of("dataset.name", ds.name, data.DATASETS)
     _one_of("dataset.augment", ds.augment, AUGMENTATIONS)
-    for key in ("image_size", "crop_padding", "num_train_examples", "num_eval_examples"):
+    for key in ("image_size", "crop_padding", "num_train_examples", "num_eval_examples",
+                "holdout_examples"):
         _positive_int(config, f"dataset.{key}", allow_zero=True)
     _positive_int(config, "dataset.shuffle_buffer")
     _require(0 < ds.rrc_min_scale <= 1,
@@ -62,6 +63,9 @@ def validate(config) -> None:
     if config.method == "dcff":
         from dcff_jax.method import validate as validate_dcff
         validate_dcff(config)
+    if config.method == "pssnet":
+        from pssnet_jax.method import validate as validate_pssnet
+        validate_pssnet(config)
     _require(config.model.width_mult > 0,
              f"config.model.width_mult={config.model.width_mult!r} must be positive")
     _one_of("model.depthwise_impl", config.model.depthwise_impl, ("auto", "conv", "shifts"))

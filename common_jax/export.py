@@ -12,9 +12,11 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from common_jax import data, models, train
+from common_jax.models import ops
 
 FORMAT_VERSION = 1
 
@@ -48,9 +50,12 @@ def load_exported(directory: str, dtype: str = "float32"):
 
 
 def predict(model, variables, meta: dict, images):
-    """Logits for uint8 NHWC images, normalised as the model was trained."""
-    return model.apply(variables, data.normalize(images, meta["mean"], meta["std"], model.dtype),
-                       train=False)
+    """Logits for uint8 NHWC images, normalised as the model was trained and, when their size
+    differs from the model's, resized with align-corners bilinear interpolation (PSS-Net
+    subnets run at their own resolution on crops taken at the supernet's)."""
+    x = data.normalize(images, meta["mean"], meta["std"], jnp.float32)
+    x = ops.resize_align_corners(x, meta["image_size"]).astype(model.dtype)
+    return model.apply(variables, x, train=False)
 
 
 def export_checkpoint(config, workdir: str, directory: str | None = None) -> str:
@@ -58,7 +63,11 @@ def export_checkpoint(config, workdir: str, directory: str | None = None) -> str
     of ``workdir`` as a plain-width model (default ``<workdir>/export``)."""
     run = train.setup(config)
     state, host = train.restore_latest(run, workdir, config.export_from)
-    return export_model(directory or os.path.join(workdir, "export"), run.arch,
+    directory = directory or os.path.join(workdir, "export")
+    if run.method.export:
+        run.method.load_host_state(host.get("method", {}))
+        return run.method.export(run, state, directory)
+    return export_model(directory, run.arch,
                         run.method.export_variables(state), image_size=run.input.image_size,
                         info=run.input.info,
                         extra={"step": int(host["step"]), **train.model_costs(run)})

@@ -10,6 +10,7 @@ checked in ``setup`` before anything is compiled.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from common_jax import checkpoint, data, mesh as mesh_lib, models, optim, profile
+from common_jax import (checkpoint, compilation_cache, data, mesh as mesh_lib, models, optim,
+                        profile)
 from common_jax.metrics import MetricWriter
 
 log = logging.getLogger("common_jax")
@@ -44,6 +46,16 @@ class Method:
     before_epoch: (state, epoch, total_epochs) -> state, called before the first step of
         every epoch and once when a run resumes mid-epoch (it must detect that itself).
     export_variables: state -> variables of the exported (plain-width) model.
+    init_inputs: extra arguments of ``model.init`` after the images (e.g. supernet widths).
+    train_step: run -> step(state, batch, step) -> (state, metrics), replacing the default
+        jitted step (PSS-Net samples a subnet on the host and runs several compiled pieces);
+        metrics must hold ``loss``, ``accuracy`` and ``learning_rate``.
+    evaluate: (run, state) -> {"eval_loss", "eval_accuracy", ...}, replacing the default.
+    host_state / load_host_state: JSON-serialisable host-side state saved in every
+        checkpoint and restored on resume (PSS-Net's pools and sampler).
+    finalize: (run, state, workdir) -> extra summary entries, after training and in eval mode.
+    export: (run, state, directory) -> directory, replacing the default export.
+    extra_costs: integer costs added to the profile JSON and the summary (PSS-Net: min_flops).
     """
 
     arch: dict
@@ -53,6 +65,14 @@ class Method:
     before_epoch: Callable[[dict, int, int], dict] | None = None
     export_variables: Callable[[dict], dict] = lambda state: default_variables(
         state, state["params"])
+    init_inputs: tuple = ()
+    train_step: Callable | None = None
+    evaluate: Callable | None = None
+    host_state: Callable[[], dict] = dict
+    load_host_state: Callable[[dict], None] = lambda host: None
+    finalize: Callable | None = None
+    export: Callable | None = None
+    extra_costs: dict = dataclasses.field(default_factory=dict)
 
 
 def baseline_method(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> Method:
@@ -68,6 +88,9 @@ def method_for(config: ml_collections.ConfigDict) -> Method:
     if config.method == "dcff":
         from dcff_jax import method as dcff_method
         return dcff_method.dcff_method(config, info)
+    if config.method == "pssnet":
+        from pssnet_jax import method as pssnet_method
+        return pssnet_method.pssnet_method(config, info)
     return baseline_method(config, info)
 
 
@@ -102,6 +125,10 @@ class Run:
     def normalize(self, images, dtype):
         return data.normalize(images, self.input.info.mean, self.input.info.std, dtype)
 
+    @functools.cached_property
+    def eval_step(self):
+        return make_eval_step(self)
+
 
 def setup(config: ml_collections.ConfigDict) -> Run:
     """Loads the dataset description and builds model and optimizer; raises ValueError with a
@@ -115,6 +142,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
                              f"{jax.device_count()}")
     method = method_for(config)
     models.arch_layers(method.arch, data.image_size(config.dataset))  # size errors surface here
+    compilation_cache.enable(config.compilation_cache_dir)
     inputs = data.make_input(config.dataset, global_batch=config.batch_size,
                              eval_batch=eval_batch, seed=config.seed,
                              process_index=jax.process_index(), process_count=processes)
@@ -138,7 +166,8 @@ def _init_fn(run: Run):
 
     def init(seed):
         init_key, train_key = jax.random.split(jax.random.key(seed))
-        variables = run.model.init(init_key, jnp.zeros((1, size, size, channels)), train=False)
+        variables = run.model.init(init_key, jnp.zeros((1, size, size, channels)),
+                                   *run.method.init_inputs, train=False)
         return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
                 "batch_stats": variables.get("batch_stats", {}),
                 "opt_state": run.tx.init(variables["params"]),
@@ -219,7 +248,8 @@ def evaluate(run: Run, eval_step, state) -> dict:
 
 def model_costs(run: Run) -> dict:
     """Analytic FLOPs/params of the model at the run's input size (integers)."""
-    return profile.totals(models.arch_layers(run.arch, run.input.image_size))
+    return {**profile.totals(models.arch_layers(run.arch, run.input.image_size)),
+            **run.method.extra_costs}
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -294,7 +324,15 @@ class _TrainWindow:
 def _host_state(run: Run, step: int, window: _TrainWindow, best: dict) -> dict:
     epoch, index = divmod(step, run.steps_per_epoch)
     return {"step": step, "data_position": {"epoch": epoch, "step_in_epoch": index},
-            "train_window": window.host_values(), "last_train": window.last, "best": best}
+            "train_window": window.host_values(), "last_train": window.last, "best": best,
+            "method": run.method.host_state()}
+
+
+def run_evaluation(run: Run, state) -> dict:
+    """The method's evaluation, or loss/accuracy of the trained model on the eval split."""
+    if run.method.evaluate:
+        return run.method.evaluate(run, state)
+    return evaluate(run, run.eval_step, state)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -321,6 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, host = checkpoint.restore(mngr, latest, abstract_state(run))
         step, best = int(host["step"]), host.get("best", {})
         window = _TrainWindow(host["train_window"], host["last_train"])
+        run.method.load_host_state(host.get("method", {}))
         log.info("resumed from checkpoint at step %d (epoch %d)", step, run.epoch(step))
     else:
         state = init_state(run)
@@ -333,16 +372,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     eval_every = config.eval_every_steps or run.steps_per_epoch
     ckpt_every = config.checkpoint_every_steps or run.steps_per_epoch
     batches = run.input.train_batches(step)
-    train_step = eval_step = None
+    train_step = run.method.train_step(run) if run.method.train_step else None
     eval_metrics, tic, window_start, resumed_at = {}, time.perf_counter(), step, step
     while step < end:
         if run.method.before_epoch and (step % run.steps_per_epoch == 0 or step == resumed_at):
             state = run.method.before_epoch(state, run.epoch(step), run.total_epochs)
         batch = mesh_lib.global_batch(next(batches), run.mesh)
         if train_step is None:
-            train_step = _compile("train step", make_train_step(run), state, batch)
+            compiled = _compile("train step", make_train_step(run), state, batch)
+            train_step = lambda state, batch, step: compiled(state, batch)  # noqa: E731
             tic = time.perf_counter()
-        state, metrics = train_step(state, batch)
+        state, metrics = train_step(state, batch, step)
         window.add(metrics)
         step += 1
         if step % config.log_every_steps == 0 or step == run.total_steps:
@@ -355,8 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             writer.write(step, {**last, "learning_rate": lr, "images_per_s": rate})
             tic, window_start = time.perf_counter(), step
         if step % eval_every == 0 or step == run.total_steps:
-            eval_step = eval_step or make_eval_step(run)
-            eval_metrics = evaluate(run, eval_step, state)
+            eval_metrics = run_evaluation(run, state)
             log.info("eval at step %d | loss %.4f | accuracy %.4f", step,
                      eval_metrics["eval_loss"], eval_metrics["eval_accuracy"])
             writer.write(step, eval_metrics)
@@ -376,10 +415,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  run.total_steps)
         return {"step": step, "finished": False}
     if not eval_metrics:  # resumed at the very end: evaluate the final state again
-        eval_metrics = evaluate(run, make_eval_step(run), state)
+        eval_metrics = run_evaluation(run, state)
     summary = {"step": step, **window.last, **eval_metrics, **costs, "mode": "train",
-               "model": config.model.name, "dataset": config.dataset.name,
-               "wall_time_s": time.perf_counter() - start}
+               "model": config.model.name, "dataset": config.dataset.name}
+    if run.method.finalize:
+        summary.update(run.method.finalize(run, state, workdir))
+    summary["wall_time_s"] = time.perf_counter() - start
     if best:
         summary.update(best_eval_accuracy=best["eval_accuracy"], best_step=best["step"])
     write_json(os.path.join(workdir, "summary.json"), summary)
@@ -390,12 +431,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     """Evaluates the newest checkpoint of ``workdir`` and writes ``summary.json``."""
     run = setup(config)
     state, host = restore_latest(run, workdir)
-    metrics = evaluate(run, make_eval_step(run), state)
+    run.method.load_host_state(host.get("method", {}))
+    metrics = run_evaluation(run, state)
     log.info("eval of step %d | loss %.4f | accuracy %.4f", host["step"], metrics["eval_loss"],
              metrics["eval_accuracy"])
     summary = {"step": int(host["step"]), **host.get("last_train", {}), **metrics,
                **model_costs(run), "mode": "eval", "model": config.model.name,
                "dataset": config.dataset.name}
+    if run.method.finalize:
+        summary.update(run.method.finalize(run, state, workdir))
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
 

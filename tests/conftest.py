@@ -3,11 +3,16 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# One persistent compilation cache for the whole test session (in-process and subprocess
+# runs), so the same compiled functions are not compiled again by every test.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"pssnet-dcff-tests-{os.getuid()}"))
 
 
 def tiny_config(**overrides):

@@ -60,6 +60,7 @@ class Input:
     num_eval: int
     train_batches: Callable[[int], Iterator[dict]]  # start step -> endless batches
     eval_batches: Callable[[], Iterator[dict]]  # one pass over the eval split
+    holdout_batches: Callable[[], Iterator[dict]] | None = None  # held-out training examples
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -108,6 +109,16 @@ def _subset(arrays: tuple[np.ndarray, np.ndarray], count: int) -> tuple[np.ndarr
     return arrays[0][keep], arrays[1][keep]
 
 
+def _split_holdout(arrays, count: int):
+    """(training part, held-out part): ``count`` fixed (seed 1) examples leave training."""
+    if count >= len(arrays[1]):
+        raise ValueError(f"dataset.holdout_examples={count} leaves no training examples of "
+                         f"{len(arrays[1])}")
+    held = np.zeros(len(arrays[1]), bool)
+    held[np.random.default_rng(1).permutation(len(arrays[1]))[:count]] = True
+    return (arrays[0][~held], arrays[1][~held]), (arrays[0][held], arrays[1][held])
+
+
 def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
                process_index: int = 0, process_count: int = 1) -> Input:
     """Builds the train/eval pipelines of ``config.dataset`` for this process."""
@@ -116,9 +127,13 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
     train_split = dataset_cfg.train_split or info.train_split
     eval_split = dataset_cfg.eval_split or info.eval_split
     shard = {"process_index": process_index, "process_count": process_count}
+    holdout = dataset_cfg.holdout_examples
     if info.source == "memory":
         train = _subset(load_memory_split(dataset_cfg, train_split, size),
                         dataset_cfg.num_train_examples)
+        held = None
+        if holdout:
+            train, held = _split_holdout(train, holdout)
         evals = _subset(load_memory_split(dataset_cfg, eval_split, size),
                         dataset_cfg.num_eval_examples)
         return Input(
@@ -126,11 +141,18 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
             train_batches=lambda start: memory.train_batches(
                 *train, global_batch=global_batch, seed=seed, start_step=start,
                 augment=dataset_cfg.augment, crop_padding=dataset_cfg.crop_padding, **shard),
-            eval_batches=lambda: memory.eval_batches(*evals, global_batch=eval_batch, **shard))
+            eval_batches=lambda: memory.eval_batches(*evals, global_batch=eval_batch, **shard),
+            holdout_batches=(lambda: memory.eval_batches(
+                *held, global_batch=eval_batch, **shard)) if held else None)
 
     from common_jax.data import tfds_input
     data_dir = dataset_cfg.data_dir or None
-    if dataset_cfg.num_train_examples:
+    holdout_split = None
+    if holdout:
+        end = dataset_cfg.num_train_examples or ""
+        cut = f"{dataset_cfg.num_train_examples - holdout}" if end else f"-{holdout}"
+        train_split, holdout_split = f"{train_split}[:{cut}]", f"{train_split}[{cut}:{end}]"
+    elif dataset_cfg.num_train_examples:
         train_split = f"{train_split}[:{dataset_cfg.num_train_examples}]"
     if dataset_cfg.num_eval_examples:
         eval_split = f"{eval_split}[:{dataset_cfg.num_eval_examples}]"
@@ -146,4 +168,7 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
             shuffle_buffer=dataset_cfg.shuffle_buffer,
             **common, **shard),
         eval_batches=lambda: tfds_input.eval_batches(
-            dataset_cfg.name, data_dir, eval_split, global_batch=eval_batch, **common, **shard))
+            dataset_cfg.name, data_dir, eval_split, global_batch=eval_batch, **common, **shard),
+        holdout_batches=(lambda: tfds_input.eval_batches(
+            dataset_cfg.name, data_dir, holdout_split, global_batch=eval_batch, **common,
+            **shard)) if holdout_split else None)

@@ -118,3 +118,29 @@ def shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array
     front = diff // 2
     zero = jnp.zeros((), x.dtype)
     return jax.lax.pad(x, zero, ((0, 0, 0), (0, 0, 0), (0, 0, 0), (front, diff - front, 0)))
+
+
+def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) bilinear interpolation weights with align_corners=True semantics."""
+    if out_size == 1:
+        positions = np.zeros(1)
+    else:
+        positions = np.arange(out_size) * (in_size - 1) / (out_size - 1)
+    low = np.minimum(np.floor(positions).astype(int), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = positions - low
+    weights = np.zeros((out_size, in_size), np.float32)
+    weights[np.arange(out_size), low] += 1 - frac
+    weights[np.arange(out_size), high] += frac
+    return weights
+
+
+def resize_align_corners(x: jax.Array, size: int) -> jax.Array:
+    """Bilinear resize of NHWC images to ``size`` x ``size`` like PyTorch's
+    ``F.interpolate(mode='bilinear', align_corners=True)`` (no antialiasing)."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    rows = jnp.asarray(align_corners_matrix(x.shape[1], size), x.dtype)
+    cols = jnp.asarray(align_corners_matrix(x.shape[2], size), x.dtype)
+    x = jnp.einsum("oh,nhwc->nowc", rows, x, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("pw,nowc->nopc", cols, x, precision=jax.lax.Precision.HIGHEST)

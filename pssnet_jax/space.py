@@ -1,0 +1,205 @@
+"""PSS-Net structure space (../shared/papers/pssnet.md §2-3): subnets, widths and FLOPs.
+
+A subnet is a resolution plus one width multiplier per stage: MobileNetV1 has 14 stages (stem
+and the 13 pointwise convs), MobileNetV2 9 (stem, the 7 stage outputs shared by all blocks of a
+stage, and the tail, whose multiplier is sampled but inert: the tail always has its full width).
+Stage widths are ``make_divisible(base * m)`` (divisor 8, the 10% rule); an MBV2 block's
+expansion width is ``make_divisible(6 * actual input width)``. Multipliers are drawn from
+U(0.75, 1.0) rounded to 3 decimals and resolutions from ``make_divisible(U(lo, hi), step, lo)``.
+
+A subnet's identity (``Subnet``) is its resolution plus its stage channel counts, a plain
+structured value: different multipliers that round to the same channels are the same subnet.
+``flops(space, resolutions, multipliers)`` is vectorised over many subnets and equals the
+official counter (conv and linear MACs plus one add per average-pooled input element).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from common_jax.models import mobilenet, ops
+
+MODELS = ("mobilenet_v1", "mobilenet_v2")
+
+
+class Subnet(NamedTuple):
+    """Resolution and per-stage channel counts (MBV1: 14; MBV2: 8, the inert tail left out)."""
+
+    resolution: int
+    channels: tuple
+
+    def to_json(self) -> dict:
+        return {"resolution": int(self.resolution), "channels": [int(c) for c in self.channels]}
+
+    @staticmethod
+    def from_json(value: dict) -> "Subnet":
+        return Subnet(int(value["resolution"]), tuple(int(c) for c in value["channels"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """The structure space of one supernet (its max net is ``full_arch``)."""
+
+    model: str
+    full_arch: dict
+    resolutions: tuple  # allowed input sizes, ascending
+    mult_low: float = 0.75
+    mult_high: float = 1.0
+
+    @property
+    def num_stages(self) -> int:
+        return 14 if self.model == "mobilenet_v1" else 9
+
+    @property
+    def base_widths(self) -> tuple:
+        """Full width of every stage (the multipliers' base)."""
+        arch = self.full_arch
+        if self.model == "mobilenet_v1":
+            return (arch["stem"],) + tuple(b["out"] for b in arch["blocks"])
+        outs = [arch["blocks"][end - 1]["out"] for end in _stage_ends()]
+        return (arch["stem"], *outs, arch["tail"])
+
+    @property
+    def block_stage(self) -> tuple:
+        """The stage (1-based, 0 = stem) whose multiplier sets each block's output width."""
+        if self.model == "mobilenet_v1":
+            return tuple(range(1, 14))
+        return tuple(s + 1 for s, (_, _, n, _) in enumerate(mobilenet.V2_STAGES)
+                     for _ in range(n))
+
+    def max_subnet(self) -> Subnet:
+        return self.subnet(self.resolutions[-1], [self.mult_high] * self.num_stages)
+
+    def min_subnet(self) -> Subnet:
+        return self.subnet(self.resolutions[0], [self.mult_low] * self.num_stages)
+
+    def subnet(self, resolution: int, multipliers: Sequence[float]) -> Subnet:
+        """The subnet of a resolution and per-stage multipliers (validated)."""
+        if resolution not in self.resolutions:
+            raise ValueError(f"resolution {resolution} is outside the structure space; allowed: "
+                             f"{list(self.resolutions)}")
+        if len(multipliers) != self.num_stages:
+            raise ValueError(f"{self.model} takes {self.num_stages} multipliers, got "
+                             f"{len(multipliers)}")
+        for m in multipliers:
+            if not self.mult_low - 1e-9 <= m <= self.mult_high + 1e-9:
+                raise ValueError(f"width multiplier {m} is outside [{self.mult_low}, "
+                                 f"{self.mult_high}]")
+        widths = [ops.make_divisible(b * m) for b, m in zip(self.base_widths, multipliers)]
+        return Subnet(int(resolution), tuple(widths[:8] if self.model == "mobilenet_v2"
+                                             else widths))
+
+    def check(self, subnet: Subnet) -> None:
+        """ValueError unless ``subnet`` lies in the space (resolution and every width)."""
+        if subnet.resolution not in self.resolutions:
+            raise ValueError(f"resolution {subnet.resolution} is outside the structure space; "
+                             f"allowed: {list(self.resolutions)}")
+        choices = stage_choices(self)
+        if len(subnet.channels) != len(choices):
+            raise ValueError(f"{self.model} subnets have {len(choices)} stage widths, got "
+                             f"{len(subnet.channels)}")
+        for stage, (width, allowed) in enumerate(zip(subnet.channels, choices)):
+            if width not in allowed:
+                raise ValueError(f"stage {stage} width {width} is outside the structure space; "
+                                 f"allowed: {sorted(allowed)}")
+
+    def arch(self, subnet: Subnet) -> dict:
+        """The plain-width description of a subnet (the baseline MobileNet format)."""
+        arch = dict(self.full_arch, stem=subnet.channels[0])
+        blocks, cin = [], subnet.channels[0]
+        for block, stage in zip(self.full_arch["blocks"], self.block_stage):
+            out = subnet.channels[stage]
+            new = dict(block, out=out)
+            if self.model == "mobilenet_v2" and block["expand"]:
+                new["expand"] = ops.make_divisible(cin * 6)
+            blocks.append(new)
+            cin = out
+        arch["blocks"] = blocks
+        return arch
+
+    def random(self, rng: np.random.Generator) -> tuple[int, list]:
+        """One uniform draw (resolution, 3-decimal multipliers), as the official sampler."""
+        lo, hi = self.resolutions[0], self.resolutions[-1]
+        step = self.resolutions[1] - lo if len(self.resolutions) > 1 else 8
+        resolution = ops.make_divisible(rng.uniform(lo, hi), step, lo)
+        mults = [float("%.3f" % rng.uniform(self.mult_low, self.mult_high))
+                 for _ in range(self.num_stages)]
+        return resolution, mults
+
+
+def _stage_ends() -> list[int]:
+    ends, total = [], 0
+    for _, _, n, _ in mobilenet.V2_STAGES:
+        total += n
+        ends.append(total)
+    return ends
+
+
+def resolution_range(lo: int, hi: int, step: int) -> tuple:
+    if lo <= 0 or hi < lo or step <= 0 or (hi - lo) % step:
+        raise ValueError(f"resolutions ({lo}, {hi}, {step}): need 0 < lo <= hi with hi - lo a "
+                         f"multiple of step")
+    return tuple(range(lo, hi + 1, step))
+
+
+def stage_choices(space: Space) -> list[set]:
+    """The widths each stage can take (for validation and for the tests)."""
+    mults = np.round(np.arange(round(space.mult_low * 1000), round(space.mult_high * 1000) + 1)
+                     / 1000, 3)
+    widths = [{ops.make_divisible(b * m) for m in mults} for b in space.base_widths]
+    return widths[:8] if space.model == "mobilenet_v2" else widths
+
+
+def _make_divisible_np(values: np.ndarray, divisor: int = 8) -> np.ndarray:
+    """Vectorised ``ops.make_divisible`` (min value = divisor)."""
+    new = np.maximum(divisor, (values + divisor / 2).astype(np.int64) // divisor * divisor)
+    return np.where(new < 0.9 * values, new + divisor, new)
+
+
+def flops(space: Space, resolutions: Sequence[int], multipliers: np.ndarray) -> np.ndarray:
+    """FLOPs (MACs, integer) of many subnets at once: (N,) resolutions, (N, stages) mults."""
+    resolutions = np.asarray(resolutions, np.int64)
+    mults = np.asarray(multipliers, np.float64).reshape(len(resolutions), space.num_stages)
+    widths = _make_divisible_np(np.asarray(space.base_widths, np.float64) * mults)
+    arch = space.full_arch
+    hw = (resolutions - 1) // arch["stem_stride"] + 1  # 3x3 convs padded by 1
+    total = hw**2 * widths[:, 0] * arch["in_channels"] * 9
+    cin = widths[:, 0]
+    for block, stage in zip(arch["blocks"], space.block_stage):
+        out = widths[:, stage]
+        if space.model == "mobilenet_v2" and block["expand"]:
+            mid = _make_divisible_np(cin * 6.0)
+            total = total + hw**2 * mid * cin
+        else:
+            mid = cin
+        hw = (hw - 1) // block["stride"] + 1
+        total = total + hw**2 * mid * 9 + hw**2 * out * mid
+        cin = out
+    if space.model == "mobilenet_v2":
+        total = total + hw**2 * arch["tail"] * cin
+        cin = np.full_like(cin, arch["tail"])
+    return total + hw**2 * cin + cin * arch["num_classes"]
+
+
+def subnet_flops(model: str, resolution: int, multipliers: Sequence[float], *,
+                 num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+                 width_mult: float = 1.0) -> int:
+    """FLOPs of one subnet of the ImageNet (or scaled) MobileNet supernet: the official
+    counter, e.g. ``subnet_flops('mobilenet_v2', 224, [1.0] * 9) == 300_836_992``."""
+    space = make_space(model, num_classes=num_classes, in_channels=in_channels,
+                       small_input=small_input, width_mult=width_mult,
+                       resolutions=(resolution,))
+    return int(flops(space, [resolution], np.asarray([multipliers]))[0])
+
+
+def make_space(model: str, *, num_classes: int, in_channels: int, resolutions: Sequence[int],
+               small_input: bool = False, width_mult: float = 1.0, mult_low: float = 0.75,
+               mult_high: float = 1.0) -> Space:
+    if model not in MODELS:
+        raise ValueError(f"model.name={model!r}: PSS-Net supernets are {list(MODELS)}")
+    build = mobilenet.v1_arch if model == "mobilenet_v1" else mobilenet.v2_arch
+    full = build(num_classes, in_channels, width_mult, small_input)
+    return Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)

@@ -1,0 +1,144 @@
+"""The PSS-Net training step (../shared/papers/pssnet.md §7) as separately compiled pieces.
+
+One step trains three subnets on the same batch with the pre-update weights: the max net
+with cross-entropy, then the middle subnet and the min net with KL(softmax(z_max) ||
+softmax(z)) (teacher under stop-gradient, 'batchmean', temperature 1); the three gradients are
+summed (not averaged) into one SGD update. The middle subnet's pool score is -CE(z_mid, y) of
+its own training forward (no extra pass). BatchNorm running statistics are updated by the
+three forwards in that order.
+
+``split`` mode (default) compiles the max-net gradient, a subnet gradient per resolution and
+the update as separate functions, so a new middle resolution costs only one small compile
+(see the compile-time issue); ``single`` mode is the same arithmetic in one function. Both
+give the same numbers to float tolerance (a test).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from common_jax import data
+from common_jax.train import cross_entropy
+
+log = logging.getLogger("common_jax")
+
+
+def mean_cross_entropy(logits, labels):
+    return jnp.mean(cross_entropy(logits, labels))
+
+
+def kl_to_teacher(teacher, logits):
+    """KL(teacher || softmax(logits)), summed over classes, mean over the batch."""
+    log_q = jax.nn.log_softmax(logits.astype(jnp.float32))
+    return jnp.mean(jnp.sum(jax.scipy.special.xlogy(teacher, teacher) - teacher * log_q, -1))
+
+
+class CompileCache:
+    """Ahead-of-time compiled functions keyed by name and static arguments; every compile is
+    logged with its duration (``times`` keeps them for reports)."""
+
+    def __init__(self):
+        self._functions: dict = {}
+        self.times: dict = {}
+
+    def get(self, name, fn, args, static=(), donate=()):
+        key = (name,) + tuple(static)
+        if key not in self._functions:
+            start = time.perf_counter()
+            self._functions[key] = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+            self.times[" ".join(map(str, key))] = time.perf_counter() - start
+            log.info("compiled %s in %.1f s", " ".join(map(str, key)),
+                     time.perf_counter() - start)
+        return self._functions[key]
+
+
+class StepFunctions:
+    """The jitted pieces of the PSS-Net step for one supernet and optimizer."""
+
+    def __init__(self, model, tx, schedule, info: data.DatasetInfo, dtype, max_resolution: int):
+        self.model, self.tx, self.schedule = model, tx, schedule
+        self.info, self.dtype, self.max_resolution = info, dtype, max_resolution
+        self.compiled = CompileCache()
+
+    # -- pure pieces ------------------------------------------------------------------------
+    def _images(self, batch):
+        return data.normalize(batch["image"], self.info.mean, self.info.std, self.dtype)
+
+    def _grad(self, params, batch_stats, batch, widths, teacher, ce_weight, kl_weight,
+              resolution):
+        """Gradient of ``ce_weight * CE(z, y) + kl_weight * KL(teacher || softmax(z))`` for one
+        subnet. The max net uses weights (1, 0) and the others (0, 1): one compiled function
+        per resolution serves all three (a zero-weighted term adds exact zeros)."""
+        def loss_fn(p):
+            logits, updates = self.model.apply(
+                {"params": p, "batch_stats": batch_stats}, self._images(batch), widths,
+                resolution, train=True, mutable=["batch_stats"])
+            ce = mean_cross_entropy(logits, batch["label"])
+            kl = kl_to_teacher(teacher, logits)
+            return ce_weight * ce + kl_weight * kl, (logits, ce, kl, updates["batch_stats"])
+
+        (_, (logits, ce, kl, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        probs = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32)))
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy}
+
+    def _update(self, state, grads, batch_stats):
+        """(new state, learning rate used): one SGD step with the summed gradients."""
+        total = jax.tree.map(lambda *g: sum(g), *grads)
+        updates, opt_state = self.tx.update(total, state["opt_state"], state["params"])
+        new_state = dict(state, step=state["step"] + 1, batch_stats=batch_stats,
+                         opt_state=opt_state, params=optax.apply_updates(state["params"], updates))
+        return new_state, self.schedule(state["step"])
+
+    def _three(self, grad_fn, state, batch, nets):
+        """Max net (CE), then middle and min net (KL to the max net): grads, stats, metrics.
+        ``grad_fn(resolution)`` gives the gradient function for a resolution."""
+        params, stats = state["params"], state["batch_stats"]
+        (max_widths, max_res), *students = nets
+        no_teacher = jnp.zeros((batch["label"].shape[0], self.model.num_classes), jnp.float32)
+        g_max, stats, teacher, top = grad_fn(max_res)(params, stats, batch, max_widths,
+                                                      no_teacher, 1.0, 0.0)
+        grads, outs = [g_max], []
+        for widths, resolution in students:
+            g, stats, _, out = grad_fn(resolution)(params, stats, batch, widths, teacher, 0.0,
+                                                   1.0)
+            grads.append(g)
+            outs.append(out)
+        metrics = {"loss": top["ce"], "accuracy": top["accuracy"], "score": -outs[0]["ce"],
+                   "kl_mid": outs[0]["kl"], "kl_min": outs[1]["kl"]}
+        return tuple(grads), stats, metrics
+
+    def _single(self, state, batch, max_widths, mid_widths, min_widths, resolutions):
+        nets = tuple(zip((max_widths, mid_widths, min_widths), resolutions))
+        grads, stats, metrics = self._three(
+            lambda r: functools.partial(self._grad, resolution=r), state, batch, nets)
+        new_state, lr = self._update(state, grads, stats)
+        return new_state, {**metrics, "learning_rate": lr}
+
+    # -- compiled entry points ---------------------------------------------------------------
+    def step(self, state, batch, max_widths, mid, low, mode: str = "split"):
+        """One training step; ``mid``/``low`` are (widths, resolution) of the middle and min
+        subnets. Returns (state, metrics) as device values (nothing is waited for)."""
+        nets = ((max_widths, self.max_resolution), mid, low)
+        if mode == "single":
+            resolutions = tuple(r for _, r in nets)
+            fn = functools.partial(self._single, resolutions=resolutions)
+            args = (state, batch, max_widths, mid[0], low[0])
+            return self.compiled.get("single step", fn, args, resolutions, donate=(0,))(*args)
+
+        def grad_fn(resolution):
+            def call(*args):
+                fn = functools.partial(self._grad, resolution=resolution)
+                return self.compiled.get("subnet grad at", fn, args, (resolution,))(*args)
+            return call
+
+        grads, stats, metrics = self._three(grad_fn, state, batch, nets)
+        args = (state, grads, stats)
+        new_state, lr = self.compiled.get("update", self._update, args, donate=(0,))(*args)
+        return new_state, {**metrics, "learning_rate": lr}

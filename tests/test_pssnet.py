@@ -1,0 +1,183 @@
+"""PSS-Net end to end on the embedded data: pools, resume, selection, switching, export."""
+
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import launch
+from common_jax import checkpoint, data, export, mesh as mesh_lib, train
+from conftest import override
+from pssnet_jax import method as pss_method, supernet, switch
+from pssnet_jax.space import Subnet
+
+
+def pss_tiny(**overrides):
+    """The embedded PSS-Net config shrunk: 2 resolutions, 8 steps an epoch, 2 epochs."""
+    from configs.pssnet.embedded import get_config
+    c = get_config()
+    c.dataset.num_train_examples = 640
+    c.dataset.holdout_examples = 128
+    c.dataset.num_eval_examples = 256
+    c.batch_size = 64
+    c.num_epochs = 2
+    c.log_every_steps = 4
+    c.async_checkpoints = False
+    c.pssnet.resolutions = (24, 28, 4)
+    c.pssnet.targets = (3.5, 6.0, 0.5)
+    c.pssnet.map_samples = 4000
+    c.pssnet.pool_size = 2
+    c.pssnet.topk = 2
+    c.pssnet.recal_batches = 2
+    return override(c, **overrides)
+
+
+class FakeStep:
+    """Stands in for the compiled step: a deterministic score per subnet."""
+
+    def step(self, state, batch, max_widths, mid, low, mode):
+        widths, resolution = mid
+        return state, {"score": jnp.float32(-float(np.sum(widths["out"])) / 1e3 - resolution)}
+
+
+def run_pools(config, steps):
+    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
+    pss.fns, pss.mesh = FakeStep(), mesh_lib.data_mesh()
+    fake_run = types.SimpleNamespace(epoch=lambda s: s // 10, total_epochs=4)
+    step_fn = pss.train_step(fake_run)
+    drawn = []
+    for t in range(steps):
+        step_fn(None, None, t)
+        if pss.pending:  # the lagged mode: this step's target, not yet in its pool
+            drawn.append(pss.pending[0])
+    pss.flush()
+    return pss.pools.entries, drawn
+
+
+def test_lagged_pools_equal_synchronous_pools_without_consecutive_repeats():
+    from configs.pssnet.mobilenet_v2_imagenet import get_config
+    compared = 0
+    for seed in range(12):
+        config = override(get_config(), seed=seed, **{"pssnet.pool_size": 2,
+                                                      "pssnet.map_samples": 20_000})
+        lagged, drawn = run_pools(config, 40)
+        if any(a == b for a, b in zip(drawn, drawn[1:])):
+            continue
+        synced, _ = run_pools(override(config, **{"pssnet.sync_pools": True}), 40)
+        assert synced == lagged
+        assert sum(len(p) for p in lagged.values()) > 20
+        compared += 1
+    assert compared >= 1
+
+
+@pytest.fixture(scope="module")
+def pss_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pss"))
+    config = pss_tiny()
+    return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def final_host_state(config, workdir):
+    mngr = checkpoint.manager(workdir, read_only=True)
+    run = train.setup(config)
+    return checkpoint.restore(mngr, mngr.latest_step(), train.abstract_state(run))[1]
+
+
+def test_run_leaves_subnets_plot_and_max_net_summary(pss_run):
+    config, workdir, summary = pss_run
+    document = switch.load_subnets(workdir)
+    assert len(document["subnets"]) >= 3
+    assert os.path.getsize(os.path.join(workdir, "flops_accuracy.png")) > 1000
+    assert summary["flops"] == document["max"]["flops"] and summary["min_flops"] == (
+        document["min"]["flops"])
+    for entry in document["subnets"]:
+        assert abs(entry["flops"] / 1e6 - entry["target"]) <= 0.25 + 1e-9
+        assert entry["selection_accuracy"] is not None and 0 <= entry["test_accuracy"] <= 1
+        assert entry["rank"] in (1, 2)
+    assert summary["eval_accuracy"] == document["max"]["test_accuracy"]
+
+
+def test_pools_are_restored_exactly_on_resume(pss_run, tmp_path):
+    config, workdir, summary = pss_run
+    assert train.train_and_evaluate(config, str(tmp_path), stop_after=5)["step"] == 5
+    resumed = train.train_and_evaluate(config, str(tmp_path))
+    assert (resumed["train_loss"], resumed["eval_loss"]) == (summary["train_loss"],
+                                                             summary["eval_loss"])
+    straight = final_host_state(config, workdir)["method"]
+    again = final_host_state(config, str(tmp_path))["method"]
+    assert straight == again and straight["pools"]["pools"]
+    with open(os.path.join(workdir, "subnets.json")) as a, open(tmp_path / "subnets.json") as b:
+        assert json.load(a) == json.load(b)
+
+
+def test_budget_switching_and_export(pss_run, tmp_path):
+    config, workdir, summary = pss_run
+    document = switch.load_subnets(workdir)
+    budget = document["subnets"][0]["flops"] / 1e6 + 0.01
+    entry = switch.best_for_budget(document, budget)
+    assert entry["flops"] <= budget * 1e6
+    with pytest.raises(ValueError, match="below the smallest kept subnet"):
+        switch.best_for_budget(document, document["min"]["flops"] / 1e6 - 0.1)
+    cfg = override(pss_tiny(), **{"export.flops": budget})
+    path = export.export_checkpoint(cfg, workdir, os.path.join(workdir, "export"))
+    model, variables, meta = export.load_exported(path)
+    assert meta["subnet"] == Subnet.from_json(entry).to_json() and meta["flops"] == entry["flops"]
+    # The exported plain subnet equals the masked supernet with the same recalibrated stats.
+    run = train.setup(cfg)
+    state, _ = train.restore_latest(run, workdir)
+    pss = pss_method.PSSNet(cfg, run.input.info)
+    subnet = Subnet.from_json(entry)
+    stats = pss.subnet_stats(run, state, subnet)
+    batch = next(run.input.eval_batches())
+    images = run.normalize(batch["image"], jnp.float32)
+    masked = pss.model.apply({"params": state["params"], "batch_stats": stats}, images,
+                             supernet.widths_of(pss.space.arch(subnet)), subnet.resolution,
+                             train=False)
+    np.testing.assert_allclose(export.predict(model, variables, meta, batch["image"]), masked,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_profile_reports_max_and_min_flops():
+    from configs.pssnet.mobilenet_v2_imagenet import get_config as v2
+    from configs.pssnet.mobilenet_v1_imagenet import get_config as v1
+    for get_config, (flops, min_flops) in ((v2, (300.84, 69.15)), (v1, (568.79, 106.78))):
+        totals = json.loads(launch.profile_report(get_config()).splitlines()[-1])
+        assert (round(totals["flops"] / 1e6, 2), round(totals["min_flops"] / 1e6, 2)) == (
+            flops, min_flops)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("pssnet.selection", "best", "config.pssnet.selection='best'"),
+    ("pssnet.resolutions", (16, 32, 4), "must equal the crop size 28"),
+    ("dataset.holdout_examples", 0, "needs config.dataset.holdout_examples > 0"),
+    ("model.name", "resnet56", "PSS-Net supernets are"),
+    ("export.flops", -1.0, "config.export.flops=-1.0")])
+def test_bad_pssnet_config_is_a_one_line_error(key, value, message):
+    from common_jax import config_check
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config_check.validate(override(pss_tiny(), **{key: value}))
+
+
+def test_split_and_single_step_agree(pss_run):
+    config, workdir, _ = pss_run
+    outs = []
+    for mode in ("split", "single"):
+        run = train.setup(override(pss_tiny(), **{"pssnet.step_mode": mode}))
+        state, _ = train.restore_latest(run, workdir)
+        pss = pss_method.PSSNet(run.config, run.input.info)
+        fns = pss._functions(run)
+        batch = mesh_lib.global_batch(next(run.input.train_batches(3)), run.mesh)
+        mid = pss.space.subnet(24, [0.8] * 9)
+        new_state, metrics = fns.step(
+            state, batch, pss.widths(pss.max_subnet), (pss.widths(mid), 24),
+            (pss.widths(pss.min_subnet), pss.min_subnet.resolution), mode)
+        outs.append(jax.device_get((new_state["params"], metrics)))
+    (p1, m1), (p2, m2) = outs
+    for key in m1:
+        np.testing.assert_allclose(m1[key], m2[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,68 @@
+"""PSS-Net supernet: masks equal slicing, the resize, ghost BN, and the split step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from common_jax import export, models
+from common_jax.data import DATASETS
+from common_jax.models import ops
+from pssnet_jax import space as space_lib, supernet
+
+
+def test_align_corners_resize_matches_the_torch_formula():
+    x = np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1) * np.ones((1, 1, 3, 1), np.float32)
+    up = np.asarray(ops.resize_align_corners(jnp.asarray(x), 7))[0, :, 0, 0]
+    # align_corners=True: output i samples input position i * (in - 1) / (out - 1).
+    np.testing.assert_allclose(up, np.arange(7) * 3 / 6, atol=1e-6)
+    y = np.random.default_rng(0).normal(size=(2, 9, 9, 3)).astype(np.float32)
+    down = np.asarray(ops.resize_align_corners(jnp.asarray(y), 5))
+    np.testing.assert_allclose(down, y[:, ::2, ::2], atol=1e-6)  # exact grid points, no blur
+
+
+def small_space(model):
+    return space_lib.make_space(model, num_classes=10, in_channels=3, resolutions=(24, 28, 32),
+                                small_input=True, width_mult=0.5)
+
+
+@pytest.mark.parametrize("model", space_lib.MODELS)
+def test_masked_supernet_equals_the_exported_sliced_subnet(model, tmp_path):
+    space = small_space(model)
+    net = supernet.build_supernet(space.full_arch)
+    images = jax.random.randint(jax.random.key(0), (4, 32, 32, 3), 0, 256).astype(jnp.uint8)
+    info = DATASETS["cifar10"]
+    x = (images.astype(jnp.float32) / 255 - jnp.asarray(info.mean)) / jnp.asarray(info.std)
+    variables = net.init(jax.random.key(1), x, supernet.widths_of(space.full_arch), 32,
+                         train=False)
+    rng = np.random.default_rng(0)
+    variables = {"params": variables["params"], "batch_stats": jax.tree.map(
+        lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), jnp.float32),
+        variables["batch_stats"])}
+    for i in range(2):
+        subnet = space.subnet(*space.random(rng))
+        arch = space.arch(subnet)
+        masked = net.apply(variables, x, supernet.widths_of(arch), subnet.resolution,
+                           train=False)
+        path = export.export_model(str(tmp_path / f"sub{i}"), arch,
+                                   supernet.slice_variables(variables, arch),
+                                   image_size=subnet.resolution, info=info)
+        plain, plain_vars, meta = export.load_exported(path)
+        assert isinstance(plain, models.mobilenet.MobileNet)
+        sliced = export.predict(plain, plain_vars, meta, images)  # resizes 32 -> resolution
+        np.testing.assert_allclose(sliced, masked, rtol=1e-4, atol=1e-4)
+
+
+def test_ghost_batch_norm_uses_per_group_statistics():
+    bn = supernet.MaskedBatchNorm(group_size=2)
+    x = jax.random.normal(jax.random.key(0), (4, 3, 3, 2)) * jnp.array([1.0, 3.0]) + 5
+    variables = bn.init(jax.random.key(1), x, jnp.ones(2), True)
+    y, updates = bn.apply(variables, x, jnp.array([1.0, 0.0]), True, mutable=["batch_stats"])
+    for rows in (slice(0, 2), slice(2, 4)):
+        group, got = x[rows], y[rows]
+        mean, var = group.mean((0, 1, 2)), group.var((0, 1, 2))
+        expected = (group - mean) / jnp.sqrt(var + 1e-5)
+        np.testing.assert_allclose(got[..., 0], expected[..., 0], rtol=1e-4, atol=1e-4)
+        assert not np.any(got[..., 1])  # masked channel
+    group_means = (x[:2].mean((0, 1, 2)) + x[2:].mean((0, 1, 2))) / 2
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * group_means, rtol=1e-5)
