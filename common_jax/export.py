@@ -66,7 +66,7 @@ def export_checkpoint(config, workdir: str, directory: str | None = None) -> str
     directory = directory or os.path.join(workdir, "export")
     if run.method.export:
         run.method.load_host_state(host.get("method", {}))
-        return run.method.export(run, state, directory)
+        return run.method.export(run, state, workdir, directory)
     return export_model(directory, run.arch,
                         run.method.export_variables(state), image_size=run.input.image_size,
                         info=run.input.info,

@@ -54,7 +54,7 @@ class Method:
     host_state / load_host_state: JSON-serialisable host-side state saved in every
         checkpoint and restored on resume (PSS-Net's pools and sampler).
     finalize: (run, state, workdir) -> extra summary entries, after training and in eval mode.
-    export: (run, state, directory) -> directory, replacing the default export.
+    export: (run, state, workdir, directory) -> directory, replacing the default export.
     extra_costs: integer costs added to the profile JSON and the summary (PSS-Net: min_flops).
     """
 

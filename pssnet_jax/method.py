@@ -130,7 +130,7 @@ class PSSNet:
         self.pools = None
         self.rng = np.random.default_rng([config.seed, 0x9551])
         self.pending = None  # (target, subnet, device score) not yet in its pool
-        self.fns = self.evaluator = None
+        self.fns = self.evaluator = self.mesh = None  # set by _functions(run)
 
     # -- set-up ------------------------------------------------------------------------------
     def subnet_flops(self, subnet: Subnet) -> int:
@@ -275,9 +275,8 @@ class PSSNet:
         return {"min_flops": ends["min"]["flops"],
                 "min_eval_accuracy": ends["min"]["test_accuracy"], "num_kept_subnets": len(kept)}
 
-    def export(self, run: Run, state, directory: str) -> str:
+    def export(self, run: Run, state, workdir: str, directory: str) -> str:
         """Exports the best kept subnet under ``config.export.flops`` as a plain model."""
-        workdir = os.path.dirname(os.path.abspath(directory))
         document = switch.load_subnets(workdir)
         budget = self.config.export.flops or document["max"]["flops"] / 1e6
         entry = switch.best_for_budget(document, budget)
