@@ -2,7 +2,9 @@
 
 ``config.compilation_cache_dir``: '' uses ``$JAX_COMPILATION_CACHE_DIR`` when set, else
 ``~/.cache/pssnet-dcff-jax/xla``; 'off' disables the cache; anything else is the directory
-(on a pod, a path every host can write, or a local directory per host).
+(on a pod, a path every host can write, or a local directory per host). Every executable is
+cached (no minimum compile time), so a warm restart compiles nothing; ``CompileStats``
+counts what a run compiled.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import logging
 import os
 
 import jax
+import jax.monitoring
 
 log = logging.getLogger("common_jax")
 _enabled: list = []
+_REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
+_HITS = "/jax/compilation_cache/cache_hits"
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
 def default_dir() -> str:
@@ -28,7 +34,43 @@ def enable(setting: str) -> str | None:
     if _enabled != [path]:
         os.makedirs(path, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         _enabled[:] = [path]
         log.info("persistent compilation cache: %s", path)
     return path
+
+
+class CompileStats:
+    """Counts XLA compilations while active: ``compiled`` (not served by the persistent
+    cache), ``cache_hits`` and ``seconds`` (compiling or loading executables)."""
+
+    def __init__(self):
+        self.requests = self.cache_hits = 0
+        self.seconds = 0.0
+
+    @property
+    def compiled(self) -> int:
+        return self.requests - self.cache_hits
+
+    def _event(self, event, **kwargs):
+        if event == _REQUESTS:
+            self.requests += 1
+        elif event == _HITS:
+            self.cache_hits += 1
+
+    def _duration(self, event, duration, **kwargs):
+        if event == _BACKEND_COMPILE:
+            self.seconds += duration
+
+    def __enter__(self):
+        jax.monitoring.register_event_listener(self._event)
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_listener(self._event)
+        jax.monitoring.unregister_event_duration_listener(self._duration)
+
+    def line(self) -> str:
+        return (f"{self.compiled} XLA compiles, {self.cache_hits} executables loaded from the "
+                f"persistent cache, {self.seconds:.1f} s compiling/loading")

@@ -343,7 +343,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     With ``config.keep_best_checkpoint`` the state of the best eval accuracy so far is also
     kept (``<workdir>/best_checkpoint``), which is how the official DCFF code selects models
-    (on the test set); ``summary.json`` then reports ``best_eval_accuracy`` too."""
+    (on the test set); ``summary.json`` then reports ``best_eval_accuracy`` too. The log
+    reports when the first step completed and how much was compiled."""
+    with compilation_cache.CompileStats() as compiles:
+        return _train(config, workdir, stop_after, compiles)
+
+
+def _train(config, workdir, stop_after, compiles) -> dict:
     run = setup(config)
     os.makedirs(workdir, exist_ok=True)
     _record_config(workdir, config)
@@ -385,6 +391,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, metrics = train_step(state, batch, step)
         window.add(metrics)
         step += 1
+        if step == resumed_at + 1:
+            jax.block_until_ready(metrics)
+            log.info("first step done %.1f s after start; %s", time.perf_counter() - start,
+                     compiles.line())
         if step % config.log_every_steps == 0 or step == run.total_steps:
             lr = float(metrics["learning_rate"])
             last = window.flush()
@@ -410,6 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             manager.wait_until_finished()
             manager.close()
     writer.close()
+    log.info("compilation: %s", compiles.line())
     if step < run.total_steps:
         log.info("stopped at step %d of %d; run the same command again to continue", step,
                  run.total_steps)
@@ -420,7 +431,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                "model": config.model.name, "dataset": config.dataset.name}
     if run.method.finalize:
         summary.update(run.method.finalize(run, state, workdir))
-    summary["wall_time_s"] = time.perf_counter() - start
+    summary.update(wall_time_s=time.perf_counter() - start, xla_compiles=compiles.compiled,
+                   compile_time_s=compiles.seconds)
     if best:
         summary.update(best_eval_accuracy=best["eval_accuracy"], best_step=best["step"])
     write_json(os.path.join(workdir, "summary.json"), summary)

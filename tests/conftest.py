@@ -46,10 +46,11 @@ TINY_FLAGS = ["--config=configs/baselines/embedded.py", "--config.model.width_mu
               "--config.log_every_steps=3"]
 
 
-def launch(*args, devices: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
+def launch(*args, devices: int = 1, timeout: int = 600,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python launch.py *args`` from the repository root on ``devices`` CPU devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
