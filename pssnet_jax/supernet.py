@@ -85,9 +85,7 @@ class MaskedMobileNet(nn.Module):
     def __call__(self, x, widths: dict, resolution: int, train: bool = True,
                  bn_momentum=None):
         x = ops.resize_align_corners(x.astype(jnp.float32), resolution).astype(self.dtype)
-        conv = lambda features, kernel, strides=1, name=None: nn.Conv(  # noqa: E731
-            features, (kernel, kernel), strides=strides, padding=ops.torch_padding(kernel),
-            use_bias=False, kernel_init=ops.he_normal_fan_out, dtype=self.dtype, name=name)
+        conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
 
         def norm(y, active, name):
             bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype, name=name)
@@ -115,9 +113,8 @@ class MaskedMobileNet(nn.Module):
             x = y
         if self.version == 2:
             x = act(norm(conv(self.tail, 1, name="tail_conv")(x), self.tail, "tail_bn"))
-        x = ops.global_avg_pool(x)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
-                        dtype=self.dtype, name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=nn.initializers.normal(0.01),
+                              dtype=self.dtype, torch_bias=False)
 
 
 def build_supernet(full_arch: dict, dtype=jnp.float32, depthwise_impl: str = "auto",

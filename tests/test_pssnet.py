@@ -162,6 +162,7 @@ def test_bad_pssnet_config_is_a_one_line_error(key, value, message):
         config_check.validate(override(pss_tiny(), **{key: value}))
 
 
+@pytest.mark.slow
 def test_split_and_single_step_agree(pss_run):
     config, workdir, _ = pss_run
     outs = []

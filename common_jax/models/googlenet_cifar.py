@@ -83,10 +83,8 @@ class GoogLeNetCifar(nn.Module):
             x = Inception(widths, self.conv, norm, self.dtype, name=name)(x)
             if name in POOL_AFTER:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        x = ops.global_avg_pool(x)
-        return nn.Dense(self.num_classes, kernel_init=ops.torch_default_kernel,
-                        bias_init=ops.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                        name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=ops.torch_default_kernel,
+                              dtype=self.dtype)
 
 
 def build(arch: dict, **kwargs) -> GoogLeNetCifar:

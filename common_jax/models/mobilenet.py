@@ -79,9 +79,7 @@ class MobileNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = lambda features, kernel, strides=1, name=None: self.conv(  # noqa: E731
-            features, (kernel, kernel), strides=strides, padding=ops.torch_padding(kernel),
-            use_bias=False, kernel_init=ops.he_normal_fan_out, dtype=self.dtype, name=name)
+        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
         norm = ops.batch_norm(train, self.dtype, self.norm)
         act = nn.relu6
         x = act(norm(name="stem_bn")(conv(self.stem, 3, self.stem_stride, name="stem_conv")(x)))
@@ -102,9 +100,8 @@ class MobileNet(nn.Module):
             x = y
         if self.version == 2:
             x = act(norm(name="tail_bn")(conv(self.tail, 1, name="tail_conv")(x)))
-        x = ops.global_avg_pool(x)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
-                        dtype=self.dtype, name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=nn.initializers.normal(0.01),
+                              dtype=self.dtype, torch_bias=False)
 
 
 def build(arch: dict, **kwargs) -> MobileNet:

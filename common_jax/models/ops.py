@@ -60,6 +60,26 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=(1, 2))
 
 
+def torch_conv(conv: ModuleDef, *, kernel_init: Callable, dtype: Dtype,
+               use_bias: bool = False) -> Callable:
+    """``make(features, kernel, strides=1, name=None)``: square convs from the (injected)
+    ``conv`` class with PyTorch padding, one init and dtype for a whole network."""
+    def make(features: int, kernel: int, strides: int = 1, name: str | None = None):
+        return conv(features, (kernel, kernel), strides=strides, padding=torch_padding(kernel),
+                    use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, name=name)
+    return make
+
+
+def classifier(x: jax.Array, num_classes: int, *, kernel_init: Callable, dtype: Dtype,
+               torch_bias: bool = True) -> jax.Array:
+    """Global average pool, then the linear classifier ``fc`` (bias: PyTorch's default init,
+    or zeros with ``torch_bias=False``). Call inside a module's compact method."""
+    x = global_avg_pool(x)
+    bias_init = torch_default_bias(x.shape[-1]) if torch_bias else nn.initializers.zeros
+    return nn.Dense(num_classes, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                    name="fc")(x)
+
+
 def default_depthwise_impl() -> str:
     """'shifts' on CPU, where grouped convolutions are slow; XLA's grouped conv elsewhere."""
     return "shifts" if jax.default_backend() == "cpu" else "conv"

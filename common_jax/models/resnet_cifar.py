@@ -46,9 +46,9 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        y = self.conv(self.mid, (3, 3), strides=self.stride, name="conv1")(x)
+        y = self.conv(self.mid, 3, self.stride, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.out, (3, 3), name="conv2")(y)
+        y = self.conv(self.out, 3, name="conv2")(y)
         y = self.norm(name="bn2")(y)
         if self.stride != 1 or x.shape[-1] != self.out:
             x = ops.shortcut_option_a(x, self.out, self.stride)
@@ -67,21 +67,16 @@ class ResNetCifar(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = lambda features, kernel, strides=1, name=None: self.conv(  # noqa: E731
-            features, kernel, strides=strides, padding=ops.torch_padding(kernel[0]),
-            use_bias=False, kernel_init=ops.he_normal_fan_in, dtype=self.dtype, name=name)
+        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_in, dtype=self.dtype)
         norm = ops.batch_norm(train, self.dtype, self.norm)
-        x = conv(self.stem, (3, 3), name="stem_conv")(x)
+        x = conv(self.stem, 3, name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))
         for s, blocks in enumerate(self.stages):
             for b, (mid, out) in enumerate(blocks):
                 stride = STAGE_STRIDES[s] if b == 0 else 1
                 x = BasicBlock(mid, out, stride, conv, norm, name=f"stage{s + 1}_block{b}")(x)
-        x = ops.global_avg_pool(x)
-        fan_in = x.shape[-1]
-        return nn.Dense(self.num_classes, kernel_init=ops.he_normal_fan_in,
-                        bias_init=ops.torch_default_bias(fan_in), dtype=self.dtype,
-                        name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=ops.he_normal_fan_in,
+                              dtype=self.dtype)
 
 
 def build(arch: dict, **kwargs) -> ResNetCifar:

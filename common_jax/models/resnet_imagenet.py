@@ -63,9 +63,7 @@ class ResNetImagenet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = lambda features, kernel, strides=1, name=None: self.conv(  # noqa: E731
-            features, (kernel, kernel), strides=strides, padding=ops.torch_padding(kernel),
-            use_bias=False, kernel_init=ops.he_normal_fan_out, dtype=self.dtype, name=name)
+        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
         norm = ops.batch_norm(train, self.dtype, self.norm)
         x = nn.relu(norm(name="stem_bn")(conv(self.stem, 7, 2, name="stem_conv")(x)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -74,10 +72,8 @@ class ResNetImagenet(nn.Module):
                 stride = STAGE_STRIDES[s] if b == 0 else 1
                 x = Bottleneck(widths, stride, b == 0, conv, norm,
                                name=f"stage{s + 1}_block{b}")(x)
-        x = ops.global_avg_pool(x)
-        return nn.Dense(self.num_classes, kernel_init=ops.torch_default_kernel,
-                        bias_init=ops.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                        name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=ops.torch_default_kernel,
+                              dtype=self.dtype)
 
 
 def build(arch: dict, **kwargs) -> ResNetImagenet:

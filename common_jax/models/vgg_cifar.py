@@ -52,10 +52,8 @@ class VGGCifar(nn.Module):
                           name=f"conv{index}")(x)
             x = nn.relu(norm(name=f"bn{index}")(x))
             index += 1
-        x = ops.global_avg_pool(x)
-        return nn.Dense(self.num_classes, kernel_init=ops.torch_default_kernel,
-                        bias_init=ops.torch_default_bias(x.shape[-1]), dtype=self.dtype,
-                        name="fc")(x)
+        return ops.classifier(x, self.num_classes, kernel_init=ops.torch_default_kernel,
+                              dtype=self.dtype)
 
 
 def build(arch: dict, **kwargs) -> VGGCifar:
