@@ -387,14 +387,14 @@ def _train(config, workdir, stop_after, compiles) -> dict:
         if train_step is None:
             compiled = _compile("train step", make_train_step(run), state, batch)
             train_step = lambda state, batch, step: compiled(state, batch)  # noqa: E731
-            tic = time.perf_counter()
         state, metrics = train_step(state, batch, step)
         window.add(metrics)
         step += 1
-        if step == resumed_at + 1:
+        if step == resumed_at + 1:  # throughput is measured from here on, without compiles
             jax.block_until_ready(metrics)
             log.info("first step done %.1f s after start; %s", time.perf_counter() - start,
                      compiles.line())
+            tic, window_start = time.perf_counter(), step
         if step % config.log_every_steps == 0 or step == run.total_steps:
             lr = float(metrics["learning_rate"])
             last = window.flush()
