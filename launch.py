@@ -6,7 +6,10 @@
 With no flags it trains the embedded default (configs/default.py) into ./runs/default.
 ``--dry_run`` checks the flags and the config, prints the resolved config and exits without
 compiling anything. ``--stop_after=N`` ends training at global step N with a checkpoint (the
-schedule is unchanged); the same command without it resumes.
+schedule is unchanged); the same command without it resumes. On SIGTERM a run finishes its
+step, writes a checkpoint and exits with code 75; the same command resumes it. Several
+processes: ``--distributed`` (or ``--coordinator_address/--num_processes/--process_id``).
+Errors in flags, config or inputs print one ``error: ...`` line and exit with code 2.
 """
 
 import json
@@ -32,6 +35,11 @@ def define_flags() -> None:
     flags.DEFINE_bool("dry_run", False, "Validate flags and config, print it, exit.")
     flags.DEFINE_integer("stop_after", 0, "Stop training at global step N (0: run to the end).")
     flags.DEFINE_string("export_dir", "", "Where --mode=export writes; default <workdir>/export.")
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects "
+                      "TPU pods and SLURM; or give the three flags below).")
+    flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (jax.distributed).")
+    flags.DEFINE_integer("num_processes", 0, "Number of processes (jax.distributed).")
+    flags.DEFINE_integer("process_id", -1, "This process's index (jax.distributed).")
 
 
 def fail(message: str) -> None:
@@ -91,10 +99,25 @@ def main(argv) -> None:
         print(config.to_json_best_effort(indent=2))
         print(json.dumps({"dry_run": "ok", "mode": FLAGS.mode, "workdir": workdir}))
         return
+    initialize_distributed()
     try:
         run_mode(config, workdir)
     except ValueError as e:
         fail(str(e))
+
+
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() when asked, before anything touches a device."""
+    explicit = FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.process_id >= 0
+    if not (FLAGS.distributed or explicit):
+        return
+    import jax
+    kwargs = {}
+    if explicit:
+        kwargs = {"coordinator_address": FLAGS.coordinator_address or None,
+                  "num_processes": FLAGS.num_processes or None,
+                  "process_id": FLAGS.process_id if FLAGS.process_id >= 0 else None}
+    jax.distributed.initialize(**kwargs)
 
 
 def profile_report(config) -> str:
@@ -117,6 +140,9 @@ def run_mode(config, workdir: str) -> None:
     if FLAGS.mode == "train":
         summary = train.train_and_evaluate(config, workdir, stop_after=FLAGS.stop_after or None)
         print(json.dumps(summary))
+        if summary.get("preempted"):
+            from common_jax.preemption import PREEMPTED_EXIT_CODE
+            sys.exit(PREEMPTED_EXIT_CODE)
     elif FLAGS.mode == "eval":
         print(json.dumps(train.evaluate_checkpoint(config, workdir)))
     else:

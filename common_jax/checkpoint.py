@@ -10,9 +10,15 @@ checkpoints are deleted only after a newer one is complete (``keep_checkpoints``
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
 
+import jax
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("common_jax")
 
 ITEMS = ("state", "host")
 CHECKPOINTS = "checkpoints"
@@ -33,8 +39,11 @@ def manager(workdir: str, keep: int = 3, async_save: bool = True, read_only: boo
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, host: dict) -> None:
+    """Saves (asynchronously when the manager is async). The host state is serialised here,
+    so later changes to the objects it refers to cannot leak into the checkpoint."""
+    snapshot = json.loads(json.dumps(host))
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            host=ocp.args.JsonSave(host)), force=True)
+                                            host=ocp.args.JsonSave(snapshot)), force=True)
 
 
 def latest_step(mngr: ocp.CheckpointManager) -> int | None:
@@ -46,3 +55,33 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
     restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["host"])
+
+
+def restore_newest_good(mngr: ocp.CheckpointManager, abstract_state, quarantine: bool = True):
+    """(state, host) of the newest checkpoint that restores, or None if there is none.
+
+    A checkpoint that fails to restore (truncated or corrupted files) is reported with a
+    warning naming it and, with ``quarantine``, renamed to ``damaged-<step>-<time>`` (kept for
+    inspection, out of the way of the step numbers the resumed run will write again); the
+    previous one is tried next."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            return restore(mngr, step, abstract_state)
+        except Exception as error:  # noqa: BLE001 - any failure means "unusable"
+            path = os.path.join(str(mngr.directory), str(step))
+            log.warning("checkpoint %s is damaged and is skipped (%s: %s)", path,
+                        type(error).__name__, " ".join(str(error).split())[:300])
+            if quarantine:
+                _quarantine(mngr, path, step)
+    return None
+
+
+def _quarantine(mngr: ocp.CheckpointManager, path: str, step: int) -> None:
+    if jax.process_index() == 0:
+        target = os.path.join(os.path.dirname(path), f"damaged-{step}-{int(time.time())}")
+        os.rename(path, target)
+        log.warning("moved the damaged checkpoint to %s", target)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
+    mngr.reload()

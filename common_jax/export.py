@@ -37,15 +37,25 @@ def export_model(directory: str, arch: dict, variables: dict, *, image_size: int
 
 
 def load_exported(directory: str, dtype: str = "float32"):
-    """(module, variables, meta) of an exported model."""
+    """(module, variables, meta) of an exported model; ValueError naming what is missing or
+    damaged."""
     path = os.path.join(directory, "model.json")
     if not os.path.exists(path):
         raise ValueError(f"{directory!r} is not an exported model: model.json is missing")
-    with open(path) as f:
-        meta = json.load(f)
-    model = models.build_model(meta["arch"], dtype=dtype)
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(os.path.abspath(directory), "variables"))
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        model = models.build_model(meta["arch"], dtype=dtype)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); export the "
+                         f"model again") from None
+    variables_dir = os.path.join(os.path.abspath(directory), "variables")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(variables_dir)
+    except Exception as error:  # noqa: BLE001 - any failure means an unusable export
+        raise ValueError(f"{variables_dir} is missing or damaged ({type(error).__name__}); "
+                         f"export the model again") from None
     return model, variables, meta
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import optax
 from common_jax import (checkpoint, compilation_cache, data, mesh as mesh_lib, models, optim,
                         profile)
 from common_jax.metrics import MetricWriter
+from common_jax.preemption import Preemption
 
 log = logging.getLogger("common_jax")
 BEST = "best_checkpoint"
@@ -261,6 +263,7 @@ def write_json(path: str, payload: dict) -> None:
         json.dump(payload, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+    log.info("wrote %s", path)
 
 
 def _record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -298,25 +301,37 @@ def _compile(name: str, jitted, *args):
     return compiled
 
 
+class NonFiniteLoss(ValueError):
+    """Training produced NaN or Inf; raised before a checkpoint could store the bad state."""
+
+
 class _TrainWindow:
     """Per-step metrics since the last log line; flushed to host floats in step order, so a
     run resumed from a checkpoint (which stores the unflushed values) reports the same."""
 
     def __init__(self, values=(), last=None):
-        self.values = list(values)  # [loss, accuracy] per step, device scalars or floats
+        self.values = list(values)  # [step, loss, accuracy], device scalars or floats
         self.last = last or {}
 
-    def add(self, metrics: dict) -> None:
-        self.values.append((metrics["loss"], metrics["accuracy"]))
+    def add(self, step: int, metrics: dict) -> None:
+        self.values.append((step, metrics["loss"], metrics["accuracy"]))
 
     def host_values(self) -> list:
-        return [[float(v) for v in pair] for pair in jax.device_get(self.values)]
+        """The values as floats; NonFiniteLoss names the first step whose loss is not finite."""
+        values = [[int(s), float(loss), float(acc)]
+                  for s, loss, acc in jax.device_get(self.values)]
+        for step, loss, _ in values:
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"training loss is {loss} at step {step}; stopping, the "
+                                    f"last good checkpoint is kept")
+        self.values = values
+        return values
 
     def flush(self) -> dict:
         values = self.host_values()
         if values:
-            self.last = {"train_loss": sum(v[0] for v in values) / len(values),
-                         "train_accuracy": sum(v[1] for v in values) / len(values)}
+            self.last = {"train_loss": sum(v[1] for v in values) / len(values),
+                         "train_accuracy": sum(v[2] for v in values) / len(values)}
         self.values = []
         return self.last
 
@@ -326,6 +341,11 @@ def _host_state(run: Run, step: int, window: _TrainWindow, best: dict) -> dict:
     return {"step": step, "data_position": {"epoch": epoch, "step_in_epoch": index},
             "train_window": window.host_values(), "last_train": window.last, "best": best,
             "method": run.method.host_state()}
+
+
+def _digest(payload) -> str:
+    """A short hash of JSON-serialisable state: equal on every host when hosts agree."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_evaluation(run: Run, state) -> dict:
@@ -360,9 +380,9 @@ def _train(config, workdir, stop_after, compiles) -> dict:
     start = time.perf_counter()
 
     window, step, best = _TrainWindow(), 0, {}
-    latest = checkpoint.latest_step(mngr)
-    if latest is not None:
-        state, host = checkpoint.restore(mngr, latest, abstract_state(run))
+    restored = checkpoint.restore_newest_good(mngr, abstract_state(run))
+    if restored is not None:
+        state, host = restored
         step, best = int(host["step"]), host.get("best", {})
         window = _TrainWindow(host["train_window"], host["last_train"])
         run.method.load_host_state(host.get("method", {}))
@@ -380,7 +400,8 @@ def _train(config, workdir, stop_after, compiles) -> dict:
     batches = run.input.train_batches(step)
     train_step = run.method.train_step(run) if run.method.train_step else None
     eval_metrics, tic, window_start, resumed_at = {}, time.perf_counter(), step, step
-    while step < end:
+    preemption, preempted = Preemption(), False
+    while step < end and not preempted:
         if run.method.before_epoch and (step % run.steps_per_epoch == 0 or step == resumed_at):
             state = run.method.before_epoch(state, run.epoch(step), run.total_epochs)
         batch = mesh_lib.global_batch(next(batches), run.mesh)
@@ -388,7 +409,7 @@ def _train(config, workdir, stop_after, compiles) -> dict:
             compiled = _compile("train step", make_train_step(run), state, batch)
             train_step = lambda state, batch, step: compiled(state, batch)  # noqa: E731
         state, metrics = train_step(state, batch, step)
-        window.add(metrics)
+        window.add(step + 1, metrics)
         step += 1
         if step == resumed_at + 1:  # throughput is measured from here on, without compiles
             jax.block_until_ready(metrics)
@@ -411,10 +432,18 @@ def _train(config, workdir, stop_after, compiles) -> dict:
             writer.write(step, eval_metrics)
             if best_mngr and eval_metrics["eval_accuracy"] > best.get("eval_accuracy", -1.0):
                 best = {"eval_accuracy": eval_metrics["eval_accuracy"], "step": step}
-                checkpoint.save(best_mngr, step, state, _host_state(run, step, window, best))
+                if step not in best_mngr.all_steps():  # else saved before a crash: identical
+                    checkpoint.save(best_mngr, step, state, _host_state(run, step, window, best))
+                    # Two managers finalising at once collide in orbax's multi-host barriers.
+                    best_mngr.wait_until_finished()
             tic, window_start = time.perf_counter(), step
-        if step % ckpt_every == 0 or step == end:
-            checkpoint.save(mngr, step, state, _host_state(run, step, window, best))
+        preempted = preemption.requested(step)
+        if step % ckpt_every == 0 or step == end or preempted:
+            host = _host_state(run, step, window, best)
+            checkpoint.save(mngr, step, state, host)
+            log.info("checkpoint at step %d (method host state %s)", step,
+                     _digest(host["method"]))
+    preemption.close()
     for manager in (mngr, best_mngr):
         if manager:
             manager.wait_until_finished()
@@ -422,9 +451,9 @@ def _train(config, workdir, stop_after, compiles) -> dict:
     writer.close()
     log.info("compilation: %s", compiles.line())
     if step < run.total_steps:
-        log.info("stopped at step %d of %d; run the same command again to continue", step,
-                 run.total_steps)
-        return {"step": step, "finished": False}
+        log.info("stopped at step %d of %d%s; run the same command again to continue", step,
+                 run.total_steps, " (preempted)" if preempted else "")
+        return {"step": step, "finished": False, "preempted": preempted}
     if not eval_metrics:  # resumed at the very end: evaluate the final state again
         eval_metrics = run_evaluation(run, state)
     summary = {"step": step, **window.last, **eval_metrics, **costs, "mode": "train",
@@ -465,10 +494,9 @@ def restore_latest(run: Run, workdir: str, source: str = "final"):
                          + ("train with --config.keep_best_checkpoint=True first"
                             if source == "best" else "train first"))
     mngr = checkpoint.manager(workdir, read_only=True, name=name)
-    latest = checkpoint.latest_step(mngr)
-    if latest is None:
+    restored = checkpoint.restore_newest_good(mngr, abstract_state(run), quarantine=False)
+    mngr.close()
+    if restored is None:
         raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in {name}/; "
                          f"train first")
-    state, host = checkpoint.restore(mngr, latest, abstract_state(run))
-    mngr.close()
-    return state, host
+    return restored

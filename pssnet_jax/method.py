@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from common_jax import data, export as export_lib, mesh as mesh_lib, models
-from common_jax.train import Method, Run, write_json
+from common_jax.train import Method, NonFiniteLoss, Run, write_json
 from pssnet_jax import report, sampler, space as space_lib, supernet, switch
 from pssnet_jax.evaluation import SubnetEvaluator
 from pssnet_jax.pools import Pools, exp_schedule
@@ -97,6 +97,13 @@ def validate(config) -> None:
     if not 0 <= start < stop or tstep <= 0:
         raise ValueError(f"config.pssnet.targets={tuple(cfg.targets)}: need 0 <= start < stop "
                          f"and step > 0 (MFLOPs)")
+    space = make_space(config, data.dataset_info(config.dataset.name))
+    low, high = (report.costs(space, s)["flops"] / 1e6
+                 for s in (space.min_subnet(), space.max_subnet()))
+    grid = np.arange(start + tstep, stop - tstep / 2, tstep)
+    if not np.any((grid >= low - tstep / 2) & (grid < high + tstep / 2)):
+        raise ValueError(f"config.pssnet.targets={tuple(cfg.targets)}: no target on this grid "
+                         f"lies within the structure space's {low:.2f}..{high:.2f} MFLOPs")
     for key, allowed in (("selection", SELECTIONS), ("step_mode", STEP_MODES)):
         if cfg[key] not in allowed:
             raise ValueError(f"config.pssnet.{key}={cfg[key]!r}: expected one of "
@@ -129,7 +136,7 @@ class PSSNet:
         self.fmap = None
         self.pools = None
         self.rng = np.random.default_rng([config.seed, 0x9551])
-        self.pending = None  # (target, subnet, device score) not yet in its pool
+        self.pending = None  # (target, subnet, step, device metrics) not yet in its pool
         self.fns = self.evaluator = self.mesh = None  # set by _functions(run)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -181,7 +188,8 @@ class PSSNet:
             mid = (self.widths(subnet), subnet.resolution)
             state, metrics = fns.step(state, batch, max_widths, mid, low, self.cfg.step_mode)
             self.flush()  # the previous step's score, now that this step is dispatched
-            self.pending = (target, subnet, metrics["score"])
+            self.pending = (target, subnet, step + 1,
+                            {k: metrics[k] for k in ("score", "loss", "kl_mid", "kl_min")})
             if self.cfg.sync_pools:
                 self.flush()
             return state, metrics
@@ -191,16 +199,29 @@ class PSSNet:
     def flush(self) -> None:
         """Puts the pending score into its pool (waits for that step's result)."""
         if self.pending is not None:
-            target, subnet, score = self.pending
-            self.pools.update(target, subnet, float(jax.device_get(score)))
+            target, subnet, _, _ = self.pending
+            self.pools.update(target, subnet, self._checked_score())
             self.pending = None
+
+    def _checked_score(self) -> float:
+        """The pending step's score; NonFiniteLoss naming the step and subnets if any of its
+        losses is NaN or Inf."""
+        target, subnet, step, metrics = self.pending
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+        if bad:
+            raise NonFiniteLoss(
+                f"non-finite {bad} at step {step}: middle subnet {subnet.resolution} px, "
+                f"channels {list(subnet.channels)} (target {target:g} MFLOPs), min net "
+                f"{self.min_subnet.resolution} px; stopping, the last good checkpoint is kept")
+        return values["score"]
 
     def host_state(self) -> dict:
         pending = None
         if self.pending is not None:
-            target, subnet, score = self.pending
-            pending = {"target": float(target), **subnet.to_json(),
-                       "score": float(jax.device_get(score))}
+            target, subnet, step, _ = self.pending
+            pending = {"target": float(target), **subnet.to_json(), "step": step,
+                       "score": self._checked_score()}
         return {"pools": self.pools.to_json() if self.pools else None,
                 "rng": self.rng.bit_generator.state, "pending": pending}
 
@@ -212,7 +233,7 @@ class PSSNet:
         self.rng.bit_generator.state = host["rng"]
         pending = host.get("pending")
         self.pending = pending and (pending["target"], Subnet.from_json(pending),
-                                    pending["score"])
+                                    pending["step"], {"score": pending["score"]})
 
     # -- evaluation, selection, export -------------------------------------------------------
     def subnet_stats(self, run: Run, state, subnet: Subnet):

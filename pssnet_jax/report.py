@@ -60,3 +60,4 @@ def plot(doc: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    log.info("wrote %s", path)

@@ -1,11 +1,11 @@
 """Shared helpers: a tiny embedded-data config and a launcher for subprocess runs."""
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -55,6 +55,25 @@ def launch(*args, devices: int = 1, timeout: int = 600,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def tiny():
-    return tiny_config
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_processes(count: int, *args, timeout: int = 600, env: dict | None = None):
+    """Runs ``count`` cooperating ``launch.py`` processes (jax.distributed on 127.0.0.1, one CPU
+    device each); returns their (returncode, stdout, stderr) in process order."""
+    address = f"127.0.0.1:{free_port()}"
+    base = dict(os.environ, JAX_PLATFORMS="cpu",
+                XLA_FLAGS="--xla_force_host_platform_device_count=1", **(env or {}))
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args,
+         f"--coordinator_address={address}", f"--num_processes={count}",
+         f"--process_id={index}"], cwd=ROOT, env=base, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for index in range(count)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        results.append((proc.returncode, out, err))
+    return results

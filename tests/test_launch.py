@@ -51,6 +51,29 @@ def test_bad_input_fails_in_one_line_and_keeps_checkpoints(tmp_path, args, messa
     assert snapshot(workdir) == before
 
 
+METHOD_BAD_INPUTS = [
+    (["--config=configs/dcff/embedded.py", "--config.dcff.rates=[0.5]*3+"],
+     "expected '[' or '(' at position 8"),
+    (["--config=configs/dcff/embedded.py", "--config.dcff.rates=[0.5]*3"],
+     "has 3 entries; this network expects 12"),
+    (["--config=configs/pssnet/embedded.py", "--config.pssnet.targets=(100.0,200.0,10.0)"],
+     "no target on this grid lies within the structure space's 1.79..5.60 MFLOPs"),
+    (["--config=configs/pssnet/embedded.py", "--config.pssnet.resolutions=(16,32,4)"],
+     "the highest resolution must equal the crop size 28"),
+    (["--config=configs/pssnet/embedded.py", "--config.pssnet.mult_range=(0.5,1.2)"],
+     "config.pssnet.mult_range=(0.5, 1.2)"),
+    (["--config=configs/pssnet/embedded.py", "--config.export.flops=-3.0"],
+     "config.export.flops=-3.0"),
+]
+
+
+@pytest.mark.parametrize("args,message", METHOD_BAD_INPUTS)
+def test_bad_method_settings_fail_in_one_line(tmp_path, args, message):
+    result = launch(*args, f"--workdir={tmp_path}", "--dry_run")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], lines
+
+
 def test_workdir_that_is_a_file_is_rejected(tmp_path):
     path = tmp_path / "file"
     path.write_text("keep me")

@@ -41,7 +41,8 @@ class FakeStep:
 
     def step(self, state, batch, max_widths, mid, low, mode):
         widths, resolution = mid
-        return state, {"score": jnp.float32(-float(np.sum(widths["out"])) / 1e3 - resolution)}
+        score = jnp.float32(-float(np.sum(widths["out"])) / 1e3 - resolution)
+        return state, {"score": score, "loss": score, "kl_mid": score, "kl_min": score}
 
 
 def run_pools(config, steps):
@@ -139,6 +140,18 @@ def test_budget_switching_and_export(pss_run, tmp_path):
                              train=False)
     np.testing.assert_allclose(export.predict(model, variables, meta, batch["image"]), masked,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_export_budget_below_the_smallest_subnet_is_one_line_before_any_compile(pss_run):
+    from test_compile_cache import PSS_TINY_FLAGS
+    from conftest import launch
+    _, workdir, _ = pss_run
+    result = launch(*PSS_TINY_FLAGS, f"--workdir={workdir}", "--mode=export",
+                    "--config.export.flops=0.5")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "FLOPs budget 0.5 MFLOPs is below the smallest kept subnet" in lines[0]
+    assert "compiled" not in result.stdout
 
 
 def test_profile_reports_max_and_min_flops():

@@ -43,7 +43,7 @@ def test_resume_is_exact(tmp_path, trained):
     _, _, uninterrupted = trained
     config, workdir = tiny_config(), str(tmp_path)
     partial = train.train_and_evaluate(config, workdir, stop_after=5)
-    assert partial == {"step": 5, "finished": False}
+    assert partial == {"step": 5, "finished": False, "preempted": False}
     resumed = train.train_and_evaluate(config, workdir)
     for key in ("step", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy"):
         assert resumed[key] == uninterrupted[key], key

@@ -1,0 +1,84 @@
+"""Two processes (jax.distributed on 127.0.0.1, CPU collectives) train like one process.
+
+The single-process reference uses two CPU devices, so both runs split the global batch into
+the same two shards and reduce over them the same way: what is compared is the multi-process
+machinery (data shards, collectives, checkpoints, host state), not the float rounding of a
+different reduction tree, which early training amplifies step after step."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from common_jax import export
+from conftest import launch, launch_processes
+from test_compile_cache import PSS_TINY_FLAGS
+
+# 4 steps of a 300-epoch schedule (2 steps an epoch): the selection is recomputed at step 2
+# with T(1) = 4622, where the proxies are exactly one-hot. (With a 2-epoch schedule T(1) is
+# moderate, and softmax(-T D) multiplies the float rounding of D by T.)
+DCFF_FLAGS = ["--config=configs/dcff/embedded.py", "--config.dataset.num_train_examples=128",
+              "--config.dataset.num_eval_examples=64", "--config.batch_size=64",
+              "--config.num_epochs=300", "--stop_after=4", "--config.optimizer.learning_rate=0.01",
+              "--config.log_every_steps=1"]
+
+
+def logged_losses(stdout: str) -> list:
+    return [float(x) for x in re.findall(r"step \d+/\d+ \| epoch \d+ \| loss ([\d.]+)", stdout)]
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def leaves(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(leaves(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = np.asarray(value)
+    return out
+
+
+@pytest.mark.slow
+def test_two_processes_train_dcff_like_one(tmp_path):
+    single = launch(*DCFF_FLAGS, f"--workdir={tmp_path / 'one'}", devices=2)
+    assert single.returncode == 0, single.stderr
+    results = launch_processes(2, *DCFF_FLAGS, f"--workdir={tmp_path / 'two'}")
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    assert logged_losses(single.stdout) == logged_losses(results[0][1])  # 4 decimals
+    assert len(logged_losses(single.stdout)) == 4
+    for workdir in ("one", "two"):
+        exported = launch(*DCFF_FLAGS, f"--workdir={tmp_path / workdir}", "--mode=export",
+                          devices=2)
+        assert exported.returncode == 0, exported.stderr
+    a = leaves(export.load_exported(str(tmp_path / "one" / "export"))[1])
+    b = leaves(export.load_exported(str(tmp_path / "two" / "export"))[1])
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert "wrote" in results[0][1] and "wrote" not in results[1][1]
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_pssnet_pools(tmp_path):
+    flags = [*PSS_TINY_FLAGS, "--config.num_epochs=1", "--config.checkpoint_every_steps=2",
+             "--config.optimizer.learning_rate=0.01", "--config.pssnet.topk=1"]
+    results = launch_processes(2, *flags, f"--workdir={tmp_path / 'two'}")
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+    digests = [re.findall(r"checkpoint at step (\d+) \(method host state (\w+)\)", out)
+               for _, out, _ in results]
+    assert len(digests[0]) >= 4 and digests[0] == digests[1]
+    single = launch(*flags, f"--workdir={tmp_path / 'one'}", devices=2)
+    assert single.returncode == 0, single.stderr
+    one, two = last_json(single.stdout), last_json(results[0][1])
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    process0, process1 = results[0][1], results[1][1]
+    assert "summary.json" in process0 and "flops_accuracy.png" in process0
+    assert "wrote" not in process1
+    assert os.path.exists(tmp_path / "two" / "subnets.json")
