@@ -75,6 +75,30 @@ def test_lagged_pools_equal_synchronous_pools_without_consecutive_repeats():
     assert compared >= 1
 
 
+def test_non_finite_pss_losses_name_the_step_and_the_subnets():
+    from configs.pssnet.mobilenet_v2_imagenet import get_config
+    config = override(get_config(), **{"pssnet.map_samples": 20_000})
+    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
+
+    class NanAtStep3(FakeStep):
+        calls = 0
+
+        def step(self, *args):
+            state, metrics = super().step(*args)
+            self.calls += 1
+            return state, dict(metrics, kl_mid=jnp.float32(np.nan if self.calls == 3 else 0))
+
+    pss.fns, pss.mesh = NanAtStep3(), mesh_lib.data_mesh()
+    step_fn = pss.train_step(types.SimpleNamespace(epoch=lambda s: 0, total_epochs=1))
+    step_fn(None, None, 0)
+    step_fn(None, None, 1)
+    step_fn(None, None, 2)  # NaN in step 3's metrics; checked after step 4 is dispatched
+    with pytest.raises(train.NonFiniteLoss, match=r"non-finite \{'kl_mid': nan\} at step 3: "
+                                                  r"middle subnet \d+ px, channels \[.*\] "
+                                                  r"\(target \d+ MFLOPs\), min net 128 px"):
+        step_fn(None, None, 3)
+
+
 @pytest.fixture(scope="module")
 def pss_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pss"))
