@@ -81,6 +81,11 @@ def validate(config) -> None:
         raise ValueError("config.method='pssnet' needs a config.pssnet section (see "
                          "configs/pssnet/*.py)")
     cfg = config.pssnet
+    for key, names in (("resolutions", "(lowest, highest, step)"), ("targets",
+                       "(start, stop, step) in MFLOPs"), ("mult_range", "(low, high)"),
+                       ("p_range", "(start, end)"), ("t_range", "(start, end)")):
+        if len(cfg[key]) != len(names.split(",")):
+            raise ValueError(f"config.pssnet.{key}={tuple(cfg[key])}: expected {names}")
     if config.model.name not in space_lib.MODELS:
         raise ValueError(f"config.model.name={config.model.name!r}: PSS-Net supernets are "
                          f"{list(space_lib.MODELS)}")

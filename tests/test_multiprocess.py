@@ -65,8 +65,10 @@ def test_two_processes_train_dcff_like_one(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_keep_identical_pssnet_pools(tmp_path):
-    flags = [*PSS_TINY_FLAGS, "--config.num_epochs=1", "--config.checkpoint_every_steps=2",
-             "--config.optimizer.learning_rate=0.01", "--config.pssnet.topk=1"]
+    flags = [f for f in PSS_TINY_FLAGS if not f.startswith("--config.pssnet.targets")]
+    flags += ["--config.num_epochs=1", "--config.checkpoint_every_steps=2",
+              "--config.optimizer.learning_rate=0.01", "--config.pssnet.topk=1",
+              "--config.pssnet.targets=(4.5,6.0,0.5)"]
     results = launch_processes(2, *flags, f"--workdir={tmp_path / 'two'}")
     for code, out, err in results:
         assert code == 0, err[-3000:]

@@ -142,9 +142,11 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_run(tmp_path, name)
     import configs.pssnet.embedded as pss_embedded
     from conftest import override
     if name == "dcff":
+        # keep_checkpoints=1: a kill between writing a checkpoint and deleting the previous
+        # one must never leave the run without a complete checkpoint.
         flags = ["--config=configs/dcff/embedded.py", *TINY_FLAGS[1:],
                  "--config.model.width_mult=1.0", "--config.checkpoint_every_steps=1",
-                 "--config.num_epochs=4"]
+                 "--config.num_epochs=4", "--config.keep_checkpoints=1"]
         config = override(dcff_embedded.get_config(), **{
             "dataset.num_train_examples": 512, "dataset.num_eval_examples": 200,
             "batch_size": 64, "num_epochs": 4, "checkpoint_every_steps": 1})
