@@ -120,34 +120,21 @@ def initialize_distributed() -> None:
     jax.distributed.initialize(**kwargs)
 
 
-def profile_report(config) -> str:
-    """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
-    from common_jax import data, models, profile, train
-    info = data.dataset_info(config.dataset.name)
-    method = train.method_for(config)
-    size = data.image_size(config.dataset)
-    layers = models.arch_layers(method.arch, size)
-    return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
-                      f"{info.num_classes} classes", profile.group_table(layers),
-                      profile.profile_json(layers, **method.extra_costs)])
-
-
 def run_mode(config, workdir: str) -> None:
+    """The mode, through the same functions as the Python API (common_jax/api.py)."""
+    from common_jax import api, train
     if FLAGS.mode == "profile":
-        print(profile_report(config))
-        return
-    from common_jax import train
-    if FLAGS.mode == "train":
+        print(api.profile_report(config))
+    elif FLAGS.mode == "train":
         summary = train.train_and_evaluate(config, workdir, stop_after=FLAGS.stop_after or None)
         print(json.dumps(summary))
         if summary.get("preempted"):
             from common_jax.preemption import PREEMPTED_EXIT_CODE
             sys.exit(PREEMPTED_EXIT_CODE)
     elif FLAGS.mode == "eval":
-        print(json.dumps(train.evaluate_checkpoint(config, workdir)))
+        print(json.dumps(api.evaluate(config, workdir)))
     else:
-        from common_jax import export
-        print(export.export_checkpoint(config, workdir, FLAGS.export_dir or None))
+        print(api.export(config, workdir, FLAGS.export_dir or None))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def manager(workdir: str, keep: int = 3, async_save: bool = True, read_only: boo
             name: str = CHECKPOINTS) -> ocp.CheckpointManager:
     """The manager of ``<workdir>/<name>/`` keeping the newest ``keep`` checkpoints."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
+        max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+        create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only)
     return ocp.CheckpointManager(checkpoint_dir(workdir, name), options=options,
                                  item_names=ITEMS)
 

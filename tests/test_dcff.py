@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import launch
-from common_jax import data, export, models, train
+from common_jax import api, data, export, models, train
 from conftest import override, tiny_config
 from dcff_jax import architectures, rates
 from dcff_jax.method import dcff_section, fold
@@ -114,7 +113,7 @@ PROFILES = [("vgg16_cifar10", 72.77, 1.0712), ("resnet56_cifar10", 55.84, 0.3843
 @pytest.mark.parametrize("config_name,flops,params", PROFILES)
 def test_dcff_config_profiles(config_name, flops, params):
     module = __import__(f"configs.dcff.{config_name}", fromlist=["get_config"])
-    totals = json.loads(launch.profile_report(module.get_config()).splitlines()[-1])
+    totals = json.loads(api.profile_report(module.get_config()).splitlines()[-1])
     assert round(totals["flops_thop"] / 1e6, 2) == pytest.approx(flops, abs=1e-9)
     assert round(totals["params"] / 1e6, 4) == pytest.approx(params, abs=1e-9)
 

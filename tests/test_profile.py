@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-import launch
-from common_jax import profile
+from common_jax import api, profile
 from conftest import launch as run_launch
 
 MILLION = 1e6
@@ -24,7 +23,7 @@ PUBLISHED = [
 
 def profile_totals(config_name):
     module = __import__(f"configs.baselines.{config_name}", fromlist=["get_config"])
-    return json.loads(launch.profile_report(module.get_config()).splitlines()[-1])
+    return json.loads(api.profile_report(module.get_config()).splitlines()[-1])
 
 
 @pytest.mark.parametrize("config_name,key,published,digits", PUBLISHED)

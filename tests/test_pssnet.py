@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import launch
-from common_jax import checkpoint, data, export, mesh as mesh_lib, train
+from common_jax import api, checkpoint, data, export, mesh as mesh_lib, train
 from conftest import override
 from pssnet_jax import method as pss_method, supernet, switch
 from pssnet_jax.space import Subnet
@@ -182,7 +181,7 @@ def test_profile_reports_max_and_min_flops():
     from configs.pssnet.mobilenet_v2_imagenet import get_config as v2
     from configs.pssnet.mobilenet_v1_imagenet import get_config as v1
     for get_config, (flops, min_flops) in ((v2, (300.84, 69.15)), (v1, (568.79, 106.78))):
-        totals = json.loads(launch.profile_report(get_config()).splitlines()[-1])
+        totals = json.loads(api.profile_report(get_config()).splitlines()[-1])
         assert (round(totals["flops"] / 1e6, 2), round(totals["min_flops"] / 1e6, 2)) == (
             flops, min_flops)
 

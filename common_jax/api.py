@@ -1,0 +1,128 @@
+"""The Python API: everything ``launch.py`` does, as functions for notebooks and scripts.
+
+    from common_jax import api
+    config = api.load_config("configs/pssnet/embedded.py", num_epochs=2)
+    result = api.train(config, "runs/demo")           # summary + final train state
+    api.kept_subnets("runs/demo")                      # PSS-Net: the kept subnet per target
+    path = api.export(config, "runs/demo", flops=4.0)  # best subnet under 4 MFLOPs
+    model, variables, meta = api.load_model(path)
+    logits = api.predict(model, variables, meta, images_uint8)
+
+The command line is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+from typing import Any
+
+import ml_collections
+
+from common_jax import config_check, data, export as export_lib, models, profile
+from common_jax import train as training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(path: str, arg: str | None = None, **overrides) -> ml_collections.ConfigDict:
+    """``get_config(arg)`` of a config file, with dotted-key ``overrides``
+    (``**{"optimizer.learning_rate": 0.05}`` or ``num_epochs=2``), locked and validated.
+    Relative paths are taken from the current directory, then from the project root."""
+    if not os.path.exists(path) and os.path.exists(os.path.join(ROOT, path)):
+        path = os.path.join(ROOT, path)
+    if not os.path.exists(path):
+        raise ValueError(f"config file {path!r} does not exist")
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)  # config files import configs.* and the packages
+    spec = importlib.util.spec_from_file_location("_config_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg is not None else module.get_config()
+    for key, value in overrides.items():
+        section, *path_keys = key.split(".")
+        target = config
+        for part in [section, *path_keys][:-1]:
+            if part not in target:
+                raise ValueError(f"unknown config key {key!r}")
+            target = target[part]
+        leaf = [section, *path_keys][-1]
+        if leaf not in target:
+            raise ValueError(f"unknown config key {key!r}")
+        target[leaf] = value
+    config.lock()
+    config_check.validate(config)
+    return config
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns: the summary written to ``summary.json`` and the final state."""
+
+    summary: dict
+    state: Any
+
+
+def train(config, workdir: str, stop_after: int | None = None) -> TrainResult:
+    """Trains (resuming from ``workdir``'s newest checkpoint) and returns summary and state."""
+    config_check.validate_workdir(workdir)
+    summary = training.train_and_evaluate(config, workdir, stop_after=stop_after)
+    state, _ = training.restore_latest(training.setup(config), workdir)
+    return TrainResult(summary, state)
+
+
+def evaluate(config, workdir: str) -> dict:
+    """Evaluates the newest checkpoint (PSS-Net: also re-runs the selection)."""
+    return training.evaluate_checkpoint(config, workdir)
+
+
+def profile_report(config) -> str:
+    """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
+    info = data.dataset_info(config.dataset.name)
+    method = training.method_for(config)
+    size = data.image_size(config.dataset)
+    layers = models.arch_layers(method.arch, size)
+    return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
+                      f"{info.num_classes} classes", profile.group_table(layers),
+                      profile.profile_json(layers, **method.extra_costs)])
+
+
+def profile_totals(config) -> dict:
+    """The integer totals of ``profile_report`` (flops, flops_thop, params, ...)."""
+    return json.loads(profile_report(config).splitlines()[-1])
+
+
+def export(config, workdir: str, directory: str | None = None,
+           flops: float | None = None) -> str:
+    """Exports a plain model (default ``<workdir>/export``): the trained network, DCFF's
+    compact model, or for PSS-Net the best kept subnet under ``flops`` MFLOPs (default
+    ``config.export.flops``; 0 = the max net)."""
+    if flops is not None:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.export.flops = float(flops)
+    return export_lib.export_checkpoint(config, workdir, directory)
+
+
+def kept_subnets(workdir: str) -> list[dict]:
+    """PSS-Net: the min net, the kept subnet of every target and the max net, by FLOPs."""
+    from pssnet_jax import switch
+    return sorted(switch.candidates(switch.load_subnets(workdir)), key=lambda e: e["flops"])
+
+
+def subnet_for_budget(workdir: str, flops: float) -> dict:
+    """PSS-Net: the kept subnet to run under ``flops`` MFLOPs (ValueError below the smallest)."""
+    from pssnet_jax import switch
+    return switch.best_for_budget(switch.load_subnets(workdir), flops)
+
+
+def load_model(directory: str):
+    """(flax module, variables, meta) of an exported model; no training code needed."""
+    return export_lib.load_exported(directory)
+
+
+def predict(model, variables, meta: dict, images):
+    """Logits of an exported model for a batch of uint8 NHWC images."""
+    return export_lib.predict(model, variables, meta, images)

@@ -1,0 +1,53 @@
+"""The quickstart notebook runs top to bottom; every launch command in the guides is accepted."""
+
+import os
+import re
+import shlex
+
+import pytest
+
+from conftest import ROOT, launch
+
+GUIDES = ["docs/tpu_pod.md", "docs/multi_gpu.md"]
+
+
+def guide_commands():
+    for guide in GUIDES:
+        with open(os.path.join(ROOT, guide)) as f:
+            text = f.read()
+        for match in re.finditer(r"python launch\.py ([^\n\"]+)", text):
+            yield guide, match.group(1)
+
+
+def test_guides_contain_commands():
+    assert len(list(guide_commands())) >= 7
+
+
+@pytest.mark.parametrize("guide,args", list(guide_commands()))
+def test_guide_commands_pass_dry_run(guide, args):
+    result = launch(*shlex.split(args), "--dry_run")
+    assert result.returncode == 0, f"{guide}: {args}\n{result.stderr}"
+    assert '"dry_run": "ok"' in result.stdout
+
+
+def test_readme_links_the_notebook_and_guides():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for target in ["examples/quickstart.ipynb", *GUIDES]:
+        assert f"({target})" in readme, target
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(os.path.join(ROOT, "examples", "quickstart.ipynb"), as_version=4)
+    notebook.cells = [c for c in notebook.cells if "install" not in c.metadata.get("tags", [])]
+    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "latency" in outputs and "budget" in outputs
+    assert os.path.exists(tmp_path / "runs_quickstart" / "pssnet" / "flops_accuracy.png")
