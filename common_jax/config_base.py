@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.num_train_examples = 0  # > 0: use a fixed subset
     c.dataset.num_eval_examples = 0
     c.dataset.holdout_examples = 0  # > 0: this many training examples are held out for selection
+    c.dataset.synthetic = False  # random images of the dataset's shape (benchmarks; no TF needed)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet20"

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -103,6 +105,24 @@ def test_smaller_image_size_is_rejected():
     config = tiny_config(**{"dataset.image_size": 20})
     with pytest.raises(ValueError, match="image_size=20"):
         data.make_input(config.dataset, global_batch=64, eval_batch=64, seed=0)
+
+
+def test_synthetic_input_has_the_dataset_shape_without_tensorflow():
+    """ImageNet-shaped synthetic batches, and TensorFlow is never imported for them."""
+    code = (
+        "import sys; from conftest import tiny_config; from common_jax import data\n"
+        "c = tiny_config(**{'dataset.name': 'imagenet2012', 'dataset.image_size': 48,\n"
+        "                   'dataset.synthetic': True, 'dataset.holdout_examples': 4,\n"
+        "                   'dataset.num_train_examples': 0, 'dataset.num_eval_examples': 0})\n"
+        "i = data.make_input(c.dataset, global_batch=8, eval_batch=6, seed=0)\n"
+        "b = next(i.train_batches(0)); e = list(i.eval_batches()); h = list(i.holdout_batches())\n"
+        "print(b['image'].shape, b['image'].dtype, int(b['label'].max()) < 1000, i.num_train,\n"
+        "      len(e), e[0]['image'].shape, int(h[0]['mask'].sum()), 'tensorflow' in sys.modules)")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, os.path.dirname(tests_dir)]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert " ".join(out) == "(8, 48, 48, 3) uint8 True 32 1 (6, 48, 48, 3) 4 False"
 
 
 tfds = pytest.importorskip("tensorflow_datasets")

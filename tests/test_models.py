@@ -56,16 +56,25 @@ def test_unknown_model_name_is_rejected():
         models.arch_for("resnet57", num_classes=10, in_channels=3)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_shifts_equal_grouped_conv(stride):
-    x = jax.random.normal(jax.random.key(1), (2, 9, 9, 5))
-    outs = []
+@pytest.mark.parametrize("stride,size", [(1, 9), (2, 9), (2, 8)])
+def test_depthwise_shifts_equal_grouped_conv(stride, size):
+    """The CPU formulation (nine shifted multiply-adds) and XLA's grouped conv: same outputs,
+    same gradients with respect to the input and the kernel."""
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 5))
+    cotangent = None
+    results = []
     for impl in ("shifts", "conv"):
         module = ops.DepthwiseConv(strides=stride, impl=impl)
-        variables = module.init(jax.random.key(0), x)
-        outs.append(module.apply(variables, x))
-    assert outs[0].shape == (2, 9 // stride + (9 % stride > 0), 9 // stride + (9 % stride > 0), 5)
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+        kernel = module.init(jax.random.key(0), x)["params"]["kernel"]
+        out, vjp = jax.vjp(lambda k, inputs: module.apply({"params": {"kernel": k}}, inputs),
+                           kernel, x)
+        if cotangent is None:
+            cotangent = jax.random.normal(jax.random.key(2), out.shape)
+        results.append((out, *vjp(cotangent)))
+    expected = -(-size // stride)
+    assert results[0][0].shape == (2, expected, expected, 5)
+    for ours, grouped in zip(*results):
+        np.testing.assert_allclose(ours, grouped, rtol=1e-5, atol=1e-5)
 
 
 def test_option_a_shortcut_pads_like_torch():

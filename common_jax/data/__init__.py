@@ -7,6 +7,8 @@ Datasets:
   (default ``/usr/share/datasets/fashion-mnist``), gzipped or not.
 * ``cifar10``, ``fashion_mnist``, ``imagenet2012``: tensorflow-datasets (prepared in
   ``dataset.data_dir`` or the tfds default); TensorFlow is imported only for these.
+* ``dataset.synthetic=True`` with any name: seeded random images and labels of that dataset's
+  shape, held in memory (benchmarks and compile checks on machines without the data or TF).
 
 Every pipeline yields host-local numpy batches ``{"image": uint8 NHWC, "label": int32}``
 (eval batches add ``mask``); images are normalised on the device (``normalize``).
@@ -101,6 +103,17 @@ def load_memory_split(dataset_cfg, split: str, size: int) -> tuple[np.ndarray, n
     return images, labels
 
 
+SYNTHETIC_TRAIN_BATCHES = 4  # default synthetic training set: this many global batches
+
+
+def synthetic_split(info: DatasetInfo, size: int, count: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` seeded uniform-random uint8 images (size x size x channels) and labels."""
+    rng = np.random.default_rng([seed, 0x5E7])
+    images = rng.integers(0, 256, (count, size, size, info.channels), dtype=np.uint8)
+    return images, rng.integers(0, info.num_classes, count).astype(np.int32)
+
+
 def _subset(arrays: tuple[np.ndarray, np.ndarray], count: int) -> tuple[np.ndarray, np.ndarray]:
     """A fixed (seed 0) random subset of ``count`` examples, in original order; all if 0."""
     if not count or count >= len(arrays[1]):
@@ -128,19 +141,26 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
     eval_split = dataset_cfg.eval_split or info.eval_split
     shard = {"process_index": process_index, "process_count": process_count}
     holdout = dataset_cfg.holdout_examples
-    if info.source == "memory":
-        train = _subset(load_memory_split(dataset_cfg, train_split, size),
-                        dataset_cfg.num_train_examples)
+    if dataset_cfg.synthetic or info.source == "memory":
+        if dataset_cfg.synthetic:
+            train = synthetic_split(info, size, dataset_cfg.num_train_examples or (
+                SYNTHETIC_TRAIN_BATCHES * global_batch + holdout), seed=0)
+            evals = synthetic_split(info, size, dataset_cfg.num_eval_examples or eval_batch,
+                                    seed=1)
+        else:
+            train = _subset(load_memory_split(dataset_cfg, train_split, size),
+                            dataset_cfg.num_train_examples)
+            evals = _subset(load_memory_split(dataset_cfg, eval_split, size),
+                            dataset_cfg.num_eval_examples)
         held = None
         if holdout:
             train, held = _split_holdout(train, holdout)
-        evals = _subset(load_memory_split(dataset_cfg, eval_split, size),
-                        dataset_cfg.num_eval_examples)
         return Input(
             info, size, len(train[1]), len(evals[1]),
             train_batches=lambda start: memory.train_batches(
                 *train, global_batch=global_batch, seed=seed, start_step=start,
-                augment=dataset_cfg.augment, crop_padding=dataset_cfg.crop_padding, **shard),
+                augment="none" if dataset_cfg.synthetic else dataset_cfg.augment,
+                crop_padding=dataset_cfg.crop_padding, **shard),
             eval_batches=lambda: memory.eval_batches(*evals, global_batch=eval_batch, **shard),
             holdout_batches=(lambda: memory.eval_batches(
                 *held, global_batch=eval_batch, **shard)) if held else None)

@@ -1,0 +1,131 @@
+"""The throughput benchmark and its PyTorch reference: the reference computes the same networks
+as the JAX models (same weights -> same logits), and the benchmark runs in its smallest form."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from common_jax import api, data, models, train as training
+from conftest import ROOT
+from dcff_jax.model import FUSION
+from pssnet_jax import method as pss_method, supernet
+from pssnet_jax.space import Subnet
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import torch_reference  # noqa: E402
+
+
+def _conv(kernel):
+    """flax (kh, kw, in, out) kernel -> torch (out, in, kh, kw) weight."""
+    return torch.tensor(np.asarray(kernel).transpose(3, 2, 0, 1))
+
+
+def _load(module, tensors: dict) -> None:
+    state = module.state_dict()
+    missing = set(tensors) ^ {k for k in state if not k.endswith(("running_mean", "running_var",
+                                                                  "num_batches_tracked"))}
+    assert not missing, missing
+    module.load_state_dict({**state, **tensors})
+
+
+def _bn(params, flax_name, torch_name):
+    return {f"{torch_name}.weight": torch.tensor(np.asarray(params[flax_name]["scale"])),
+            f"{torch_name}.bias": torch.tensor(np.asarray(params[flax_name]["bias"]))}
+
+
+def _fc(params):
+    return {"fc.weight": torch.tensor(np.asarray(params["fc"]["kernel"]).T),
+            "fc.bias": torch.tensor(np.asarray(params["fc"]["bias"]))}
+
+
+def test_reference_supernet_equals_the_masked_jax_supernet():
+    """A middle subnet at 20 px: the sliced PyTorch supernet (run in float64; its float32 CPU
+    convs round ~10x more than XLA's here) and the masked flax supernet give the same
+    training-mode logits from the same weights."""
+    config = api.load_config("configs/pssnet/embedded.py")
+    space = pss_method.make_space(config, data.dataset_info("embedded"))
+    low, high = space.min_subnet(), space.max_subnet()
+    subnet = Subnet(20, tuple(h if i % 2 else lo for i, (lo, h) in enumerate(
+        zip(low.channels, high.channels))))
+    space.check(subnet)
+    arch, full = space.arch(subnet), space.full_arch
+    model = supernet.build_supernet(full)
+    x = np.asarray(jax.random.normal(jax.random.key(0), (32, 28, 28, 1)))
+    variables = model.init(jax.random.key(1), x, supernet.widths_of(full), 28, train=False)
+    ours, _ = model.apply(variables, x, supernet.widths_of(arch), 20, train=True,
+                          mutable=["batch_stats"])
+    params = variables["params"]
+    reference = torch_reference.SlicedMobileNet(full)
+    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
+               **_bn(params, "stem_bn", "stem_bn"), **_fc(params),
+               "tail.weight": _conv(params["tail_conv"]["kernel"]),
+               **_bn(params, "tail_bn", "tail_bn")}
+    for i, block in enumerate(full["blocks"]):
+        if block["expand"]:
+            tensors[f"expand.{i}.weight"] = _conv(params[f"block{i}_expand_conv"]["kernel"])
+            tensors.update(_bn(params, f"block{i}_expand_bn", f"expand_bn.{i}"))
+        tensors[f"dw.{i}.weight"] = _conv(params[f"block{i}_dw_conv"]["kernel"])
+        tensors.update(_bn(params, f"block{i}_dw_bn", f"dw_bn.{i}"))
+        tensors[f"pw.{i}.weight"] = _conv(params[f"block{i}_pw_conv"]["kernel"])
+        tensors.update(_bn(params, f"block{i}_pw_bn", f"pw_bn.{i}"))
+    _load(reference, tensors)
+    theirs = reference.double().train()(
+        torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64)), arch, 20)
+    np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_reference_fused_resnet_equals_the_jax_fused_model():
+    """DCFF's fused ResNet-20 (embedded rates) with the same banks and fusion matrices."""
+    config = api.load_config("configs/dcff/embedded.py")
+    run_method = training.method_for(config)
+    x = np.asarray(jax.random.normal(jax.random.key(0), (4, 28, 28, 1)))
+    variables = run_method.model.init(jax.random.key(1), x, train=False)
+    full = models.arch_for("resnet20", num_classes=10, in_channels=1)
+    reference = torch_reference.FusedResNetCifar(run_method.arch, full, seed=3)
+    matrices = {name: module.P for name, module in reference.named_modules()
+                if isinstance(module, torch_reference.FuseConv)}
+    params, fusion = variables["params"], {}
+    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
+               "stem.P": matrices["stem"], **_bn(params, "stem_bn", "stem_bn"), **_fc(params)}
+    fusion["stem_conv"] = {"P": matrices["stem"].numpy()}
+    k = 0
+    for s, blocks in enumerate(run_method.arch["stages"]):
+        for b in range(len(blocks)):
+            flax_block, block = params[f"stage{s + 1}_block{b}"], f"blocks.{k}"
+            fusion[f"stage{s + 1}_block{b}"] = {}
+            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
+                tensors[f"{block}.{conv}.weight"] = _conv(flax_block[conv]["kernel"])
+                tensors[f"{block}.{conv}.P"] = matrices[f"{block}.{conv}"]
+                tensors.update(_bn(flax_block, bn, f"{block}.{bn}"))
+                fusion[f"stage{s + 1}_block{b}"][conv] = {"P": matrices[f"{block}.{conv}"]
+                                                          .numpy()}
+            k += 1
+    _load(reference, tensors)
+    ours, _ = run_method.model.apply({**variables, FUSION: fusion}, x, train=True,
+                                     mutable=["batch_stats"])
+    theirs = reference.train()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_throughput_quick_runs_and_writes_the_table(tmp_path):
+    out = tmp_path / "throughput.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "throughput.py"), "--quick",
+         "--steps=2", "--warmup=1", f"--out={out}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    for name in ("pss_embedded_f32", "dcff_embedded", "dcff_resnet56", "fusion_resnet50",
+                 "recal_eval_pss_embedded_f32", "infer_dcff_embedded_compact_b256"):
+        assert np.isfinite(rows[name]["median_ms"]) and rows[name]["median_ms"] > 0, name
+    assert rows["pss_embedded_f32"]["resolutions"] == 4  # 16, 20, 24, 28 px all compiled
+    assert 0 < rows["pss_embedded_f32"]["torch_ratio"] and rows["torch_dcff_resnet56"]
+    assert result.stdout.strip().splitlines()[-1].startswith("torch_dcff_resnet56")
