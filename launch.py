@@ -1,7 +1,7 @@
 """One entry point for every config and mode.
 
     python launch.py --config=configs/<file>.py[:arg] --workdir=<dir> \
-        --mode=train|eval|export|profile [--config.<key>=<value> ...] [--dry_run]
+        --mode=train|eval|export|profile|latency_table [--config.<key>=<value> ...] [--dry_run]
 
 With no flags it trains the embedded default (configs/default.py) into ./runs/default.
 ``--dry_run`` checks the flags and the config, prints the resolved config and exits without
@@ -31,9 +31,12 @@ def define_flags() -> None:
     config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (.py[:arg]).",
                                     lock_config=True)
     flags.DEFINE_string("workdir", "", "Run directory; default runs/<config file name>.")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "profile"], "What to do.")
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "profile", "latency_table"],
+                      "What to do (latency_table: PSS-Net configs; writes config.latency.table "
+                      "or <workdir>/latency_table.json).")
     flags.DEFINE_bool("dry_run", False, "Validate flags and config, print it, exit.")
-    flags.DEFINE_integer("stop_after", 0, "Stop training at global step N (0: run to the end).")
+    flags.DEFINE_integer("stop_after", 0, "Stop training at global step N (0: run to the end); "
+                         "latency_table: measure at most N more units.")
     flags.DEFINE_string("export_dir", "", "Where --mode=export writes; default <workdir>/export.")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects "
                       "TPU pods and SLURM; or give the three flags below).")
@@ -91,7 +94,7 @@ def main(argv) -> None:
     from common_jax import config_check
     workdir = FLAGS.workdir or default_workdir()
     try:
-        config_check.validate(config)
+        config_check.validate(config, need_latency_table=FLAGS.mode != "latency_table")
         config_check.validate_workdir(workdir)
     except ValueError as e:
         fail(str(e))
@@ -133,6 +136,14 @@ def run_mode(config, workdir: str) -> None:
             sys.exit(PREEMPTED_EXIT_CODE)
     elif FLAGS.mode == "eval":
         print(json.dumps(api.evaluate(config, workdir)))
+    elif FLAGS.mode == "latency_table":
+        if "latency" not in config:
+            raise ValueError(f"--mode=latency_table needs a PSS-Net config with a latency "
+                             f"section; config.method={config.method!r}")
+        path = config.latency.table or os.path.join(workdir, "latency_table.json")
+        table = api.latency_table(config, path, stop_after=FLAGS.stop_after or None)
+        print(json.dumps({"latency_table": path, "units": len(table["units"]),
+                          "complete": table["complete"], "device": table["device"]}))
     else:
         print(api.export(config, workdir, FLAGS.export_dir or None))
 

@@ -86,20 +86,22 @@ def _first_batch(run):
 
 
 def host_pool_ms(pss, iterations: int = 300) -> float:
-    """Median host time of one step's pool work with every pool full (§5, §7 steps 3-4)."""
-    fmap = pss._sampling()
+    """Median host time of one step's pool work with every pool full: the draw of
+    ``PSSNet.draw`` half-way through training (p_e = 0.1), the subnet's widths and the pool
+    update (§5, §7 steps 2-4)."""
+    maps = pss._sampling()
     rng = np.random.default_rng(1)
-    for target in fmap.targets:
-        while pss.pools.size(target) < pss.cfg.pool_size:
-            pss.pools.update(target, sampler.sample(pss.space, fmap, target, rng), rng.normal())
+    for name, fmap in maps.items():
+        for target in fmap.targets:
+            while pss.pools[name].size(target) < pss.cfg.pool_size:
+                pss.pools[name].update(target, sampler.sample(pss.space, fmap, target, rng),
+                                       rng.normal())
     times = []
-    for i in range(iterations):
+    for _ in range(iterations):
         start = time.perf_counter()
-        target = fmap.targets[rng.integers(len(fmap.targets))]
-        subnet = (sampler.sample(pss.space, fmap, target, rng) if i % 2
-                  else pss.pools.sample(target, 0.5, rng))
+        name, target, subnet = pss.draw(epoch=1, epochs=2)
         supernet.widths_of(pss.space.arch(subnet))
-        pss.pools.update(target, subnet, float(rng.normal()))
+        pss.pools[name].update(target, subnet, float(rng.normal()))
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -149,7 +151,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
               "host_ms": host_pool_ms(pss)}
     result["host_share"] = result["host_ms"] / result["median_ms"]
     rng = np.random.default_rng(2)
-    fmap = pss._sampling()
+    fmap = next(iter(pss._sampling().values()))
     middles = [sampler.sample(pss.space, fmap, fmap.targets[rng.integers(len(fmap.targets))],
                               rng) for _ in range(16)]
     torch_spec = {"name": name, "kind": "pss", "full_arch": pss.space.full_arch,

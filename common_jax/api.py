@@ -28,9 +28,11 @@ from common_jax import train as training
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(path: str, arg: str | None = None, **overrides) -> ml_collections.ConfigDict:
+def load_config(path: str, arg: str | None = None, *, need_latency_table: bool = True,
+                **overrides) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file, with dotted-key ``overrides``
-    (``**{"optimizer.learning_rate": 0.05}`` or ``num_epochs=2``), locked and validated.
+    (``**{"optimizer.learning_rate": 0.05}`` or ``num_epochs=2``), locked and validated
+    (``need_latency_table=False``: a PSS-Net latency table it names may not exist yet).
     Relative paths are taken from the current directory, then from the project root."""
     if not os.path.exists(path) and os.path.exists(os.path.join(ROOT, path)):
         path = os.path.join(ROOT, path)
@@ -54,7 +56,7 @@ def load_config(path: str, arg: str | None = None, **overrides) -> ml_collection
             raise ValueError(f"unknown config key {key!r}")
         target[leaf] = value
     config.lock()
-    config_check.validate(config)
+    config_check.validate(config, need_latency_table)
     return config
 
 
@@ -95,15 +97,33 @@ def profile_totals(config) -> dict:
     return json.loads(profile_report(config).splitlines()[-1])
 
 
-def export(config, workdir: str, directory: str | None = None,
-           flops: float | None = None) -> str:
+def export(config, workdir: str, directory: str | None = None, flops: float | None = None,
+           latency_ms: float | None = None) -> str:
     """Exports a plain model (default ``<workdir>/export``): the trained network, DCFF's
-    compact model, or for PSS-Net the best kept subnet under ``flops`` MFLOPs (default
-    ``config.export.flops``; 0 = the max net)."""
-    if flops is not None:
+    compact model, or for PSS-Net the best kept subnet under ``flops`` MFLOPs or
+    ``latency_ms`` predicted ms (defaults ``config.export.*``; both 0 = the max net)."""
+    if flops is not None or latency_ms is not None:
         config = ml_collections.ConfigDict(config.to_dict())
-        config.export.flops = float(flops)
+        config.export.flops = float(flops or 0.0)
+        config.export.latency_ms = float(latency_ms or 0.0)
+        config_check.validate(config)
     return export_lib.export_checkpoint(config, workdir, directory)
+
+
+def latency_table(config, path: str | None = None, stop_after: int | None = None) -> dict:
+    """PSS-Net: measures (or continues measuring) the latency table of the config's structure
+    space on this device into ``path`` (default ``config.latency.table``); returns it."""
+    from pssnet_jax import latency, method
+    path = path or config.latency.table
+    if not path:
+        raise ValueError("the latency table needs a path: config.latency.table or --workdir")
+    space = method.make_space(config, data.dataset_info(config.dataset.name))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    lat = config.latency
+    return latency.build_table(space, path, batch=lat.batch_size, repeats=lat.repeats,
+                               max_units=lat.max_units, stop_after=stop_after,
+                               depthwise_impl=config.model.depthwise_impl,
+                               calibration_subnets=lat.calibration_subnets)
 
 
 def kept_subnets(workdir: str) -> list[dict]:
@@ -112,10 +132,17 @@ def kept_subnets(workdir: str) -> list[dict]:
     return sorted(switch.candidates(switch.load_subnets(workdir)), key=lambda e: e["flops"])
 
 
-def subnet_for_budget(workdir: str, flops: float) -> dict:
-    """PSS-Net: the kept subnet to run under ``flops`` MFLOPs (ValueError below the smallest)."""
+def subnet_for_budget(workdir: str, flops: float | None = None,
+                      latency_ms: float | None = None) -> dict:
+    """PSS-Net: the kept subnet to run under ``flops`` MFLOPs or ``latency_ms`` predicted ms
+    (ValueError below the smallest)."""
     from pssnet_jax import switch
-    return switch.best_for_budget(switch.load_subnets(workdir), flops)
+    if (flops is None) == (latency_ms is None):
+        raise ValueError("give one budget: flops (MFLOPs) or latency_ms")
+    document = switch.load_subnets(workdir)
+    if latency_ms is not None:
+        return switch.best_for_budget(document, latency_ms, "latency")
+    return switch.best_for_budget(document, flops)
 
 
 def load_model(directory: str):

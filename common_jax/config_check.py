@@ -32,8 +32,9 @@ def _one_of(key: str, value, allowed) -> None:
     _require(value in allowed, f"config.{key}={value!r}: expected one of {list(allowed)}")
 
 
-def validate(config) -> None:
-    """Raises ValueError for the first invalid value of ``config``."""
+def validate(config, need_latency_table: bool = True) -> None:
+    """Raises ValueError for the first invalid value of ``config``; a PSS-Net latency table
+    the config uses must exist unless ``need_latency_table`` is False (while building it)."""
     _one_of("method", config.method, METHODS)
     for key in ("batch_size", "log_every_steps", "keep_checkpoints"):
         _positive_int(config, key)
@@ -44,6 +45,14 @@ def validate(config) -> None:
              "config.num_epochs and config.num_train_steps are both 0; set one of them > 0")
     _one_of("compute_dtype", config.compute_dtype, models.DTYPES)
     _one_of("export_from", config.export_from, ("final", "best"))
+    if config.init_from:
+        plain = config.method == "baseline" or (config.method == "dcff"
+                                                 and config.dcff.mode == "scratch")
+        _require(plain, f"config.init_from={config.init_from!r}: only plain models (baseline, "
+                 f"DCFF scratch) start from an exported model, not method {config.method!r}")
+        _require(os.path.exists(os.path.join(config.init_from, "model.json")),
+                 f"config.init_from={config.init_from!r} is not an exported model (no "
+                 f"model.json)")
     _require(config.export_from == "final" or config.keep_best_checkpoint,
              "config.export_from='best' needs config.keep_best_checkpoint=True during training")
 
@@ -65,7 +74,7 @@ def validate(config) -> None:
         validate_dcff(config)
     if config.method == "pssnet":
         from pssnet_jax.method import validate as validate_pssnet
-        validate_pssnet(config)
+        validate_pssnet(config, need_latency_table)
     _require(config.model.width_mult > 0,
              f"config.model.width_mult={config.model.width_mult!r} must be positive")
     _one_of("model.depthwise_impl", config.model.depthwise_impl, ("auto", "conv", "shifts"))

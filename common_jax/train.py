@@ -185,6 +185,22 @@ def init_state(run: Run):
     return jax.jit(_init_fn(run), static_argnums=0, out_shardings=replicated)(run.config.seed)
 
 
+def initialized_from_export(run: Run, state: dict, directory: str) -> dict:
+    """``state`` with the params and BN statistics of an exported model of the same
+    architecture (fine-tuning a pruned or pre-trained model); the optimizer starts fresh."""
+    from common_jax import export  # export imports this module
+    _, variables, meta = export.load_exported(directory)
+    if json.dumps(meta["arch"], sort_keys=True) != json.dumps(run.arch, sort_keys=True):
+        raise ValueError(f"config.init_from={directory!r}: its architecture differs from the "
+                         f"config's model ({meta['arch'].get('family')} vs "
+                         f"{run.arch.get('family')}, or other widths)")
+    replicated = mesh_lib.replicated(run.mesh)
+    loaded = {key: jax.device_put(jax.tree.map(jnp.asarray, variables[key]), replicated)
+              for key in ("params", "batch_stats")}
+    log.info("initialised params and BN statistics from %s", directory)
+    return dict(state, **loaded)
+
+
 def abstract_state(run: Run):
     """Shapes, dtypes and shardings of the train state, without computing it."""
     replicated = mesh_lib.replicated(run.mesh)
@@ -389,6 +405,8 @@ def _train(config, workdir, stop_after, compiles) -> dict:
         log.info("resumed from checkpoint at step %d (epoch %d)", step, run.epoch(step))
     else:
         state = init_state(run)
+        if config.init_from:
+            state = initialized_from_export(run, state, config.init_from)
     costs = model_costs(run)
     log.info("%s on %s: %d steps (%d epochs of %d steps), %.2f MFLOPs, %d params, %d devices",
              config.model.name, config.dataset.name, run.total_steps, run.total_epochs,

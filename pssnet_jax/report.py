@@ -1,10 +1,12 @@
-"""``subnets.json`` and the FLOPs-accuracy plot of a PSS-Net run.
+"""``subnets.json`` and the FLOPs- (and latency-) accuracy plots of a PSS-Net run.
 
-``subnets.json``: ``{"model", "selection", "targets", "subnets": [entry per kept subnet],
-"max": entry, "min": entry}`` where an entry holds the target (MFLOPs, or 'max'/'min'), the
-resolution and stage channels, integer ``flops`` and ``params`` of the plain subnet, its pool
-score and rank, ``selection_accuracy`` (held-out accuracy under the default selection, test
-accuracy under 'official', None under 'rank1') and ``test_accuracy`` / ``test_loss``.
+``subnets.json``: ``{"model", "selection", "constraints", "targets" (per constraint),
+"subnets": [entry per kept subnet], "max": entry, "min": entry}`` where an entry holds its
+constraint and target (MFLOPs or ms, or 'max'/'min'), the resolution and stage channels,
+integer ``flops`` and ``params`` of the plain subnet, ``latency_ms`` predicted by the
+configured latency table (None without one), its pool score and rank,
+``selection_accuracy`` (held-out accuracy under the default selection, test accuracy under
+'official', None under 'rank1') and ``test_accuracy`` / ``test_loss``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pssnet_jax.space import Space, Subnet
 
 log = logging.getLogger("common_jax")
 PLOT_FILE = "flops_accuracy.png"
+LATENCY_PLOT_FILE = "latency_accuracy.png"
 
 
 def costs(space: Space, subnet: Subnet) -> dict:
@@ -23,22 +26,25 @@ def costs(space: Space, subnet: Subnet) -> dict:
     return profile.totals(models.arch_layers(space.arch(subnet), subnet.resolution))
 
 
-def entry(space: Space, subnet: Subnet, *, target, test: dict, score=None, rank=None,
-          selection_accuracy=None) -> dict:
+def entry(space: Space, subnet: Subnet, *, target, test: dict, constraint=None, score=None,
+          rank=None, selection_accuracy=None, latency_ms=None) -> dict:
     counted = costs(space, subnet)
-    return {"target": target, **subnet.to_json(), "flops": counted["flops"],
-            "params": counted["params"], "score": score, "rank": rank,
+    return {"constraint": constraint, "target": target, **subnet.to_json(),
+            "flops": counted["flops"], "params": counted["params"], "latency_ms": latency_ms,
+            "score": score, "rank": rank,
             "selection_accuracy": selection_accuracy, "test_accuracy": test["accuracy"],
             "test_loss": test["loss"]}
 
 
-def document(config, space: Space, kept: list, ends: dict) -> dict:
+def document(config, space: Space, kept: list, ends: dict, constraints) -> dict:
     return {"model": space.model, "selection": config.pssnet.selection,
-            "targets": list(config.pssnet.targets), "subnets": kept, **ends}
+            "constraints": [c.name for c in constraints],
+            "targets": {c.name: list(c.targets) for c in constraints}, "subnets": kept, **ends}
 
 
-def plot(doc: dict, path: str) -> None:
-    """FLOPs (M) against test accuracy of the kept subnets, the max and the min net."""
+def plot(doc: dict, path: str, metric: str = "flops") -> None:
+    """MFLOPs (or predicted latency, ``metric='latency'``) against test accuracy of the kept
+    subnets (one series per constraint), the max and the min net."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -46,14 +52,19 @@ def plot(doc: dict, path: str) -> None:
     except ImportError:
         log.warning("matplotlib is not installed; no %s", path)
         return
-    points = sorted([doc["min"]] + doc["subnets"] + [doc["max"]], key=lambda e: e["flops"])
+    def x(e):
+        return e["flops"] / 1e6 if metric == "flops" else e["latency_ms"]
+
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([p["flops"] / 1e6 for p in points], [100 * p["test_accuracy"] for p in points],
-            "o-", label=f"PSS-Net {doc['model']} (kept subnets)")
+    for constraint in doc.get("constraints", ["flops"]):
+        points = sorted([doc["min"]] + [e for e in doc["subnets"] if e.get("constraint",
+                         "flops") == constraint] + [doc["max"]], key=x)
+        ax.plot([x(p) for p in points], [100 * p["test_accuracy"] for p in points], "o-",
+                label=f"PSS-Net {doc['model']} ({constraint} pools, kept subnets)")
     for name in ("max", "min"):
-        ax.plot(doc[name]["flops"] / 1e6, 100 * doc[name]["test_accuracy"], "s", ms=9,
-                label=f"{name} net")
-    ax.set_xlabel("MFLOPs (multiply-accumulates)")
+        ax.plot(x(doc[name]), 100 * doc[name]["test_accuracy"], "s", ms=9, label=f"{name} net")
+    ax.set_xlabel("MFLOPs (multiply-accumulates)" if metric == "flops"
+                  else "predicted latency (ms, this device's table)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")

@@ -1,7 +1,8 @@
-"""FLOPs targets, the map, and the FLOPs-conditioned sampler (../shared/papers/pssnet.md §4).
+"""Resource targets, the map, and the conditioned sampler (../shared/papers/pssnet.md §4).
 
-Targets lie on a grid ``start + k * step`` (MFLOPs); a subnet belongs to target T when its
-FLOPs round to T on that grid. Only targets strictly inside ``[start, stop]`` get pools: the
+Targets lie on a grid ``start + k * step`` of a metric (MFLOPs by default; any constraint's
+``values`` function, e.g. predicted latency in ms); a subnet belongs to target T when its
+metric rounds to T on that grid. Only targets strictly inside ``[start, stop]`` get pools: the
 end points are the max and min nets, trained every step anyway.
 
 The map: ``map_samples`` subnets drawn uniformly from the structure space (seeded), from
@@ -20,6 +21,7 @@ samples again, split evenly over multiplier ranges [l, 1.0] for l = 0.75, 0.80, 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -49,9 +51,15 @@ def uniform_draws(space: Space, count: int, rng: np.random.Generator,
     return resolutions, mults
 
 
+def flops_metric(space: Space) -> Callable:
+    """MFLOPs of (resolutions (N,), multipliers (N, stages))."""
+    return lambda resolutions, multipliers: space_lib.flops(space, resolutions, multipliers) / 1e6
+
+
 @dataclasses.dataclass
-class FlopsMap:
-    """Per-target marginals of resolution and multipliers, plus a few samples per target."""
+class ResourceMap:
+    """Per-target marginals of resolution and multipliers, plus a few samples per target, for
+    one metric (``metric(resolutions, multipliers)`` in the targets' unit)."""
 
     targets: tuple
     resolutions: np.ndarray  # the space's resolutions
@@ -61,21 +69,24 @@ class FlopsMap:
     samples: dict  # T -> (resolutions (k,), multipliers (k, stages))
     start: float
     step: float
+    metric: Callable
 
 
 def build_map(space: Space, start: float, stop: float, step: float, num_samples: int,
-              seed: int, tilt: int = 0) -> FlopsMap:
-    """The map of §4.2 from ``num_samples`` uniform (plus ``tilt`` tilted) draws."""
+              seed: int, tilt: int = 0, metric: Callable | None = None) -> ResourceMap:
+    """The map of §4.2 from ``num_samples`` uniform (plus ``tilt`` tilted) draws; ``metric``
+    defaults to MFLOPs."""
+    metric = metric or flops_metric(space)
     rng = np.random.default_rng([seed, 0x3A9])
     res, mults = uniform_draws(space, num_samples, rng)
     for low in TILT_LOWS if tilt else ():
         r, m = uniform_draws(space, tilt // len(TILT_LOWS), rng, low)
         res, mults = np.concatenate([res, r]), np.concatenate([mults, m])
-    targets = target_of(space_lib.flops(space, res, mults) / 1e6, start, step)
+    targets = target_of(metric(res, mults), start, step)
     values = np.round(np.arange(round(space.mult_low * 1000), round(space.mult_high * 1000) + 1)
                       / 1000, 3)
     grid = set(np.round(np.arange(start + step, stop - step / 2, step), 6).tolist())
-    fmap = FlopsMap((), np.asarray(space.resolutions), values, {}, {}, {}, start, step)
+    fmap = ResourceMap((), np.asarray(space.resolutions), values, {}, {}, {}, start, step, metric)
     present = []
     for target in sorted(set(targets.tolist()) & grid):
         rows = targets == target
@@ -91,9 +102,9 @@ def build_map(space: Space, start: float, stop: float, step: float, num_samples:
     return fmap
 
 
-def sample(space: Space, fmap: FlopsMap, target: int, rng: np.random.Generator,
+def sample(space: Space, fmap: ResourceMap, target: float, rng: np.random.Generator,
            batch: int = 64, max_batches: int = 50) -> Subnet:
-    """A subnet whose FLOPs fall in ``target``, drawn from the target's marginals."""
+    """A subnet whose metric falls in ``target``, drawn from the target's marginals."""
     res_p, mult_p = fmap.resolution_probs[target], fmap.mult_probs[target]
     cumulative = np.cumsum(mult_p, axis=1)
     for _ in range(max_batches):
@@ -101,7 +112,7 @@ def sample(space: Space, fmap: FlopsMap, target: int, rng: np.random.Generator,
         u = rng.random((batch, space.num_stages, 1))
         index = np.minimum((u > cumulative[None]).sum(-1), len(fmap.mult_values) - 1)
         mults = fmap.mult_values[index]
-        hits = np.flatnonzero(target_of(space_lib.flops(space, res, mults) / 1e6, fmap.start,
+        hits = np.flatnonzero(target_of(fmap.metric(res, mults), fmap.start,
                                         fmap.step) == target)
         if hits.size:
             return space.subnet(int(res[hits[0]]), mults[hits[0]].tolist())

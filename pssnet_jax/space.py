@@ -159,6 +159,13 @@ def _make_divisible_np(values: np.ndarray, divisor: int = 8) -> np.ndarray:
     return np.where(new < 0.9 * values, new + divisor, new)
 
 
+def stage_widths(space: Space, multipliers: np.ndarray) -> np.ndarray:
+    """(N, stages) multipliers -> the ``Subnet.channels`` of each row (MBV2: tail left out)."""
+    mults = np.asarray(multipliers, np.float64).reshape(-1, space.num_stages)
+    widths = _make_divisible_np(np.asarray(space.base_widths, np.float64) * mults)
+    return widths[:, :8] if space.model == "mobilenet_v2" else widths
+
+
 def flops(space: Space, resolutions: Sequence[int], multipliers: np.ndarray) -> np.ndarray:
     """FLOPs (MACs, integer) of many subnets at once: (N,) resolutions, (N, stages) mults."""
     resolutions = np.asarray(resolutions, np.int64)

@@ -1,7 +1,8 @@
-"""Budget switching: which kept subnet to run under a FLOPs budget.
+"""Budget switching: which kept subnet to run under a FLOPs or latency budget.
 
 ``best_for_budget(load_subnets(workdir), 150)`` answers "what should I run under 150 MFLOPs?"
-with the ``subnets.json`` entry (kept subnets, max and min net) that fits and was best on the
+(``best_for_budget(doc, 2.5, "latency")``: under 2.5 ms of predicted latency) with the
+``subnets.json`` entry (kept subnets, max and min net) that fits and was best on the
 selection data (largest FLOPs when the run kept subnets without evaluating them).
 """
 
@@ -25,14 +26,28 @@ def candidates(document: dict) -> list[dict]:
     return [document["min"], *document["subnets"], document["max"]]
 
 
-def best_for_budget(document: dict, budget_mflops: float) -> dict:
-    """The entry that fits ``budget_mflops`` with the best selection accuracy (ties and runs
-    without selection accuracy: the most FLOPs). ValueError below the smallest subnet."""
-    fitting = [e for e in candidates(document) if e["flops"] <= budget_mflops * 1e6]
+def cost(entry: dict, metric: str) -> float:
+    """An entry's MFLOPs (``metric='flops'``) or predicted latency in ms (``'latency'``)."""
+    if metric == "flops":
+        return entry["flops"] / 1e6
+    if metric == "latency":
+        if entry.get("latency_ms") is None:
+            raise ValueError("this run's subnets.json has no predicted latencies; set "
+                             "config.latency.table and run --mode=eval to add them")
+        return entry["latency_ms"]
+    raise ValueError(f"budget metric {metric!r}: expected 'flops' or 'latency'")
+
+
+def best_for_budget(document: dict, budget: float, metric: str = "flops") -> dict:
+    """The entry that fits ``budget`` (MFLOPs, or ms for ``metric='latency'``) with the best
+    selection accuracy (ties and runs without selection accuracy: the most FLOPs).
+    ValueError below the smallest subnet."""
+    unit, label = ("MFLOPs", "FLOPs") if metric == "flops" else ("ms", "latency")
+    fitting = [e for e in candidates(document) if cost(e, metric) <= budget]
     if not fitting:
-        smallest = min(e["flops"] for e in candidates(document)) / 1e6
-        raise ValueError(f"FLOPs budget {budget_mflops:g} MFLOPs is below the smallest kept "
-                         f"subnet ({smallest:.2f} MFLOPs); use at least that")
+        smallest = min(cost(e, metric) for e in candidates(document))
+        raise ValueError(f"{label} budget {budget:g} {unit} is below the smallest kept "
+                         f"subnet ({smallest:.3f} {unit}); use at least that")
 
     return max(fitting, key=lambda e: (-1.0 if e["selection_accuracy"] is None
                                        else e["selection_accuracy"], e["flops"]))

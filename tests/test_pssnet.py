@@ -11,7 +11,7 @@ import pytest
 
 from common_jax import api, checkpoint, data, export, mesh as mesh_lib, train
 from conftest import override
-from pssnet_jax import method as pss_method, supernet, switch
+from pssnet_jax import method as pss_method, sampler, supernet, switch
 from pssnet_jax.space import Subnet
 
 
@@ -53,9 +53,9 @@ def run_pools(config, steps):
     for t in range(steps):
         step_fn(None, None, t)
         if pss.pending:  # the lagged mode: this step's target, not yet in its pool
-            drawn.append(pss.pending[0])
+            drawn.append(pss.pending[1])
     pss.flush()
-    return pss.pools.entries, drawn
+    return pss.pools["flops"].entries, drawn
 
 
 def test_lagged_pools_equal_synchronous_pools_without_consecutive_repeats():
@@ -133,7 +133,7 @@ def test_pools_are_restored_exactly_on_resume(pss_run, tmp_path):
                                                              summary["eval_loss"])
     straight = final_host_state(config, workdir)["method"]
     again = final_host_state(config, str(tmp_path))["method"]
-    assert straight == again and straight["pools"]["pools"]
+    assert straight == again and straight["pools"]["flops"]["pools"]
     with open(os.path.join(workdir, "subnets.json")) as a, open(tmp_path / "subnets.json") as b:
         assert json.load(a) == json.load(b)
 
@@ -218,3 +218,26 @@ def test_split_and_single_step_agree(pss_run):
         np.testing.assert_allclose(m1[key], m2[key], rtol=1e-5, atol=1e-6, err_msg=key)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_uniform_sampling_control_draws_from_the_whole_space_and_records_scores():
+    """sampling='uniform' (the US-Net-style control): middle subnets uniform over the space
+    at every epoch, their scores recorded in the pool of their FLOPs target when there is
+    one, so that the final selection works as with prioritized sampling."""
+    config = pss_tiny(**{"pssnet.sampling": "uniform", "pssnet.pool_size": 50})
+    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
+    pss.fns, pss.mesh = FakeStep(), mesh_lib.data_mesh()
+    step_fn = pss.train_step(types.SimpleNamespace(epoch=lambda s: 1, total_epochs=2))
+    drawn = []
+    for t in range(60):
+        step_fn(None, None, t)
+        drawn.append(pss.pending[1:3])
+    pss.flush()
+    fmap = pss.maps["flops"]
+    inside = [(t, s) for t, s in drawn if t is not None]
+    assert 0 < len(inside) < 60  # some uniform subnets fall outside every target
+    for target, subnet in inside:
+        assert float(sampler.target_of(pss.subnet_flops(subnet) / 1e6, fmap.start,
+                                       fmap.step)) == target
+    assert len(pss.pools["flops"]) == len({s for _, s in inside})
+    assert len({s.resolution for _, s in drawn}) == 2  # both resolutions of the tiny space

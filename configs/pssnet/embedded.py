@@ -11,7 +11,7 @@ Selection: the top 3 of every pool on 1,000 held-out training images; test accur
 """
 
 from common_jax.config_base import base_config
-from pssnet_jax.method import export_section, pssnet_section
+from pssnet_jax.method import export_section, latency_section, pssnet_section
 
 
 def get_config():
@@ -34,4 +34,5 @@ def get_config():
     c.pssnet.pool_size = 10
     c.pssnet.topk = 3
     c.export = export_section()
+    c.latency = latency_section()
     return c

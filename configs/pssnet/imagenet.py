@@ -10,7 +10,7 @@ are compared on 10,000 held-out training images.
 """
 
 from configs.baselines.mobilenet import mobilenet_config
-from pssnet_jax.method import export_section, pssnet_section
+from pssnet_jax.method import export_section, latency_section, pssnet_section
 
 
 def pssnet_imagenet_config(model_name: str, targets, map_tilt: int = 0):
@@ -21,4 +21,5 @@ def pssnet_imagenet_config(model_name: str, targets, map_tilt: int = 0):
     c.pssnet.map_tilt = map_tilt
     c.dataset.holdout_examples = 10_000
     c.export = export_section()
+    c.latency = latency_section()
     return c

@@ -1,0 +1,382 @@
+"""Latency tables measured on the current JAX device, and the latency predictor
+(../shared/papers/pssnet.md §3.2; the official tables were measured once on the authors' GPU).
+
+A subnet runs as a chain of units: the stem conv, every block (MBV1: depthwise + pointwise;
+MBV2: [expand] + depthwise + project [+ residual]), the MBV2 tail conv, and the head (average
+pool + classifier). A unit's latency depends only on its key: kind, input size, input, middle
+and output widths, stride (and the residual). The table maps keys to the median latency of
+that unit alone (jitted, eval-mode BatchNorm, warmed up, synchronised, repeated) minus the
+cost of an empty jitted call; the raw prediction sums a subnet's units and adds the empty
+call once, since a whole exported model is one call too. A chain of separately called units
+costs more than the same layers compiled as one model (XLA fuses across units and pays the
+per-executable overheads once), most at batch 1 on a CPU, so the table also holds a linear
+calibration ``measured = scale * raw + offset`` fitted by least squares on whole subnets
+measured end to end (the min and max net and ``calibration_subnets`` random ones, seeded);
+``predict_*`` apply it.
+
+Which units are measured (``units_to_measure``): every distinct unit of the space when there
+are at most ``max_units`` (the embedded space); otherwise a grid (the lowest, middle and
+highest width of every stage at every resolution; ImageNet spaces have thousands of units and
+every new shape is one compile), and the predictor interpolates a unit missing from the table
+multilinearly in its widths between the neighbouring measured ones.
+
+The table is JSON (``FORMAT``, ``VERSION``) with the device, JAX version, batch size, dtype and
+date; it is rewritten atomically every few units, and a run with the same path and settings
+continues where an interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import itertools
+import json
+import logging
+import os
+import statistics
+import time
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common_jax import models
+from common_jax.models import ops
+from pssnet_jax.space import Space, Subnet, stage_choices
+
+log = logging.getLogger("common_jax")
+FORMAT = "pssnet-latency-table"
+VERSION = 1
+
+
+def _hw(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3x3 convs padded by 1
+
+
+def arch_units(arch: dict, resolution: int) -> list[tuple]:
+    """The unit keys of a plain MobileNet description at an input size, in order."""
+    v2 = arch["family"] == "mobilenet_v2"
+    units = [("stem", resolution, arch["in_channels"], arch["stem"], arch["stem_stride"])]
+    hw, cin = _hw(resolution, arch["stem_stride"]), arch["stem"]
+    for block in arch["blocks"]:
+        mid = block.get("expand", 0) if v2 else 0
+        units.append(("block" if v2 else "block_v1", hw, cin, mid, block["out"],
+                      block["stride"], int(bool(block.get("residual")))))
+        hw, cin = _hw(hw, block["stride"]), block["out"]
+    if v2:
+        units.append(("tail", hw, cin, arch["tail"]))
+        cin = arch["tail"]
+    units.append(("head", hw, cin, arch["num_classes"]))
+    return units
+
+
+def key_of(unit: tuple) -> str:
+    return ":".join(str(v) for v in unit)
+
+
+def unit_of(key: str) -> tuple:
+    kind, *values = key.split(":")
+    return (kind, *(int(v) for v in values))
+
+
+def subnet_units(space: Space, subnet: Subnet) -> list[tuple]:
+    return arch_units(space.arch(subnet), subnet.resolution)
+
+
+def _stage_grid(space: Space, dense: bool) -> list[list[int]]:
+    choices = [sorted(c) for c in stage_choices(space)]
+    if dense:
+        return choices
+    return [sorted({c[0], c[len(c) // 2], c[-1]}) for c in choices]
+
+
+def units_to_measure(space: Space, max_units: int = 3000) -> tuple[list[tuple], bool]:
+    """(sorted distinct units, dense): every unit of the space if at most ``max_units``,
+    else the units of the width grid (lowest, middle, highest per stage)."""
+    units = _grid_units(space, _stage_grid(space, dense=True))
+    if len(units) <= max_units:
+        return sorted(units), True
+    return sorted(_grid_units(space, _stage_grid(space, dense=False))), False
+
+
+def _grid_units(space: Space, grid: list[list[int]]) -> set:
+    """Every unit whose stage widths come from ``grid``, at every resolution. A unit depends
+    only on the resolution and the widths of two consecutive stages (a stage's first block
+    reads the previous stage's width; its other blocks, the tail and head, their own), so
+    varying each consecutive pair with the others fixed reaches all of them."""
+    units = set()
+    for resolution in space.resolutions:
+        for stage in range(1, len(grid)):
+            for a, b in itertools.product(grid[stage - 1], grid[stage]):
+                channels = [g[-1] for g in grid]
+                channels[stage - 1], channels[stage] = a, b
+                units.update(subnet_units(space, Subnet(resolution, tuple(channels))))
+    return units
+
+
+class UnitModule(nn.Module):
+    """One unit, built like the exported MobileNet's layers (eval-mode BatchNorm)."""
+
+    unit: tuple
+    depthwise_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        kind, *v = self.unit
+        conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=jnp.float32)
+        norm = ops.batch_norm(False, jnp.float32)
+        act = nn.relu6
+        if kind == "stem":
+            _, _, cout, stride = v
+            return act(norm()(conv(cout, 3, stride)(x)))
+        if kind in ("block", "block_v1"):
+            _, _, mid, cout, stride, residual = v
+            y = act(norm()(conv(mid, 1)(x))) if mid else x
+            y = act(norm()(ops.DepthwiseConv(strides=stride, impl=self.depthwise_impl)(y)))
+            y = norm()(conv(cout, 1)(y))
+            if kind == "block_v1":
+                return act(y)
+            return y + x if residual else y
+        if kind == "tail":
+            return act(norm()(conv(v[2], 1)(x)))
+        if kind == "head":
+            return ops.classifier(x, v[2], kernel_init=nn.initializers.normal(0.01),
+                                  dtype=jnp.float32, torch_bias=False)
+        raise ValueError(f"unknown latency unit kind {kind!r}")
+
+
+def time_call(fn: Callable, args, repeats: int, warmup: int = 3) -> float:
+    """Median wall time (ms) of ``fn(*args)`` until its result is ready, after warm-up."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure_unit(unit: tuple, batch: int, repeats: int, depthwise_impl: str = "auto") -> float:
+    kind, hw, cin = unit[:3]
+    module = UnitModule(unit, depthwise_impl)
+    x = jax.random.normal(jax.random.key(0), (batch, hw, hw, cin))
+    variables = module.init(jax.random.key(1), x)
+    return time_call(jax.jit(functools.partial(module.apply, variables)), (x,), repeats)
+
+
+def measure_subnet_ms(space: Space, subnet: Subnet, batch: int, repeats: int,
+                      depthwise_impl: str = "auto") -> float:
+    """Measured latency (ms) of the plain subnet, as exported, at its resolution."""
+    arch = space.arch(subnet)
+    model = models.build_model(arch, depthwise_impl=depthwise_impl)
+    x = jax.random.normal(jax.random.key(0), (batch, subnet.resolution, subnet.resolution,
+                                              arch["in_channels"]))
+    variables = model.init(jax.random.key(1), x, train=False)
+    return time_call(jax.jit(functools.partial(model.apply, variables, train=False)), (x,),
+                     repeats)
+
+
+def empty_call_ms(batch: int, repeats: int) -> float:
+    """The cost of a jitted call that does (almost) nothing on a small input."""
+    x = jnp.zeros((batch, 4))
+    return time_call(jax.jit(lambda a: a + 1), (x,), repeats)
+
+
+def device_description() -> dict:
+    device = jax.devices()[0]
+    return {"device": device.device_kind, "platform": device.platform,
+            "jax": jax.__version__}
+
+
+def _write(path: str, table: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def new_table(space: Space, batch: int, repeats: int) -> dict:
+    return {"format": FORMAT, "version": VERSION, **device_description(), "batch_size": batch,
+            "dtype": "float32", "repeats": repeats, "model": space.model,
+            "resolutions": list(space.resolutions), "in_channels":
+            space.full_arch["in_channels"], "num_classes": space.full_arch["num_classes"],
+            "date": datetime.date.today().isoformat(), "complete": False, "dense": None,
+            "empty_call_ms": None, "units": {}, "calibration": None}
+
+
+def load_table(path: str) -> dict:
+    """A table file, checked for its format and version."""
+    if not os.path.exists(path):
+        raise ValueError(f"latency table {path!r} does not exist; build it with "
+                         f"--mode=latency_table")
+    with open(path) as f:
+        table = json.load(f)
+    if table.get("format") != FORMAT or table.get("version") != VERSION:
+        raise ValueError(f"{path!r} is not a version-{VERSION} {FORMAT} file (format "
+                         f"{table.get('format')!r}, version {table.get('version')!r})")
+    return table
+
+
+def _resumable(table: dict, fresh: dict) -> bool:
+    same = ("device", "platform", "jax", "batch_size", "dtype", "model", "resolutions",
+            "in_channels", "num_classes")
+    return all(table.get(k) == fresh[k] for k in same)
+
+
+def build_table(space: Space, path: str, *, batch: int = 1, repeats: int = 30,
+                max_units: int = 3000, stop_after: int | None = None,
+                save_every: int = 10, depthwise_impl: str = "auto",
+                calibration_subnets: int = 10) -> dict:
+    """Measures the units of ``space`` into the table at ``path``, continuing a partial table
+    of the same device and settings, then fits the calibration; ``stop_after`` measures at
+    most that many new units (tests). Progress is logged; the file is complete when
+    ``table['complete']``."""
+    fresh = new_table(space, batch, repeats)
+    table = fresh
+    if os.path.exists(path):
+        old = load_table(path)
+        if _resumable(old, fresh):
+            table = old
+            log.info("latency table %s: resuming with %d units measured", path,
+                     len(old["units"]))
+        else:
+            raise ValueError(f"latency table {path!r} was measured with other settings or on "
+                             f"another device ({old.get('device')}, batch "
+                             f"{old.get('batch_size')}, jax {old.get('jax')}); use a new path")
+    units, dense = units_to_measure(space, max_units)
+    table["dense"] = dense
+    if table["empty_call_ms"] is None:
+        table["empty_call_ms"] = empty_call_ms(batch, repeats)
+    todo = [u for u in units if key_of(u) not in table["units"]]
+    start, done = time.perf_counter(), 0
+    for unit in todo:
+        if stop_after is not None and done >= stop_after:
+            break
+        table["units"][key_of(unit)] = max(
+            0.0, measure_unit(unit, batch, repeats, depthwise_impl) - table["empty_call_ms"])
+        done += 1
+        if done % save_every == 0:
+            _write(path, table)
+            elapsed = time.perf_counter() - start
+            log.info("latency table: %d/%d units (%.0f s, about %.0f s left)",
+                     len(table["units"]), len(units), elapsed,
+                     elapsed / done * (len(todo) - done))
+    table["complete"] = all(key_of(u) in table["units"] for u in units)
+    if table["complete"] and table.get("calibration") is None and calibration_subnets >= 0:
+        table["calibration"] = calibrate(table, space, batch, repeats, calibration_subnets,
+                                         depthwise_impl)
+    _write(path, table)
+    return table
+
+
+def calibration_set(space: Space, count: int, seed: int = 0x1A7) -> list[Subnet]:
+    """The min and max net and ``count`` distinct random subnets (seeded)."""
+    rng = np.random.default_rng(seed)
+    subnets = [space.min_subnet(), space.max_subnet()]
+    for _ in range(50 * (count + 1)):
+        if len(subnets) >= count + 2:
+            break
+        subnet = space.subnet(*space.random(rng))
+        if subnet not in subnets:
+            subnets.append(subnet)
+    return subnets
+
+
+def calibrate(table: dict, space: Space, batch: int, repeats: int, count: int,
+              depthwise_impl: str = "auto") -> dict:
+    """Least-squares ``measured = scale * raw + offset`` over whole measured subnets."""
+    raw, measured = [], []
+    for subnet in calibration_set(space, count):
+        raw.append(predict_ms(table, subnet_units(space, subnet), calibrated=False))
+        measured.append(measure_subnet_ms(space, subnet, batch, repeats, depthwise_impl))
+    scale, offset = np.polyfit(raw, measured, 1)
+    log.info("latency table calibration: measured = %.3f * raw + %.4f ms (%d subnets)", scale,
+             offset, len(raw))
+    return {"scale": float(scale), "offset": float(offset), "subnets": len(raw)}
+
+
+def _free_widths(unit: tuple) -> list[tuple]:
+    """The width slots of a unit that vary independently (tied slots grouped)."""
+    kind = unit[0]
+    if kind == "stem":
+        return [(3,)]
+    if kind == "block":
+        return [(2, 4)] if unit[6] else [(2,), (4,)]
+    if kind == "block_v1":
+        return [(2,), (4,)]
+    return [(2,)]
+
+
+def _with_widths(unit: tuple, groups: list[tuple], values: tuple) -> tuple:
+    corner = list(unit)
+    for slots, value in zip(groups, values):
+        for slot in slots:
+            corner[slot] = value
+    if corner[0] == "block" and corner[3]:
+        corner[3] = ops.make_divisible(corner[2] * 6)  # MBV2 expansion follows the input
+    return tuple(corner)
+
+
+def _interpolated(table: dict, unit: tuple) -> float:
+    """A unit missing from a grid table: multilinear in its free widths between the nearest
+    measured widths below and above (same kind, size, stride and residual)."""
+    groups = _free_widths(unit)
+    fixed = [i for i in range(1, len(unit)) if not any(i in g for g in groups) and i != 3]
+    known = [unit_of(k) for k in table["units"]]
+    same = [u for u in known if u[0] == unit[0] and len(u) == len(unit)
+            and all(u[i] == unit[i] for i in fixed) and bool(u[3]) == bool(unit[3])]
+    corners = []
+    for slots in groups:
+        values = sorted({u[slots[0]] for u in same})
+        if not values:
+            raise ValueError(f"latency table has no unit like {key_of(unit)} to interpolate "
+                             f"from; measure it with --mode=latency_table")
+        target = unit[slots[0]]
+        below = max([v for v in values if v <= target], default=values[0])
+        above = min([v for v in values if v >= target], default=values[-1])
+        weight = 0.0 if above == below else (target - below) / (above - below)
+        corners.append(((below, 1 - weight), (above, weight)))
+    total = 0.0
+    for choice in itertools.product(*corners):
+        weight = float(np.prod([w for _, w in choice]))
+        if weight == 0:
+            continue
+        key = key_of(_with_widths(unit, groups, tuple(v for v, _ in choice)))
+        if key not in table["units"]:
+            raise ValueError(f"latency table lacks {key}, needed to interpolate {key_of(unit)}")
+        total += weight * table["units"][key]
+    return total
+
+
+def predict_ms(table: dict, units: Sequence[tuple], calibrated: bool = True) -> float:
+    """Predicted latency (ms) of a chain of units: the table's entries (interpolated where
+    missing) plus one empty call, then the table's calibration (if any and ``calibrated``)."""
+    total = table["empty_call_ms"]
+    for unit in units:
+        key = key_of(unit)
+        total += table["units"][key] if key in table["units"] else _interpolated(table, unit)
+    calibration = table.get("calibration")
+    if calibrated and calibration:
+        total = calibration["scale"] * total + calibration["offset"]
+    return total
+
+
+def predict_subnet_ms(table: dict, space: Space, subnet: Subnet,
+                      calibrated: bool = True) -> float:
+    return predict_ms(table, subnet_units(space, subnet), calibrated)
+
+
+def check_table_matches(table: dict, space: Space, path: str) -> None:
+    """ValueError when the table was measured for another model or space."""
+    wanted = {"model": space.model, "in_channels": space.full_arch["in_channels"],
+              "num_classes": space.full_arch["num_classes"]}
+    for key, value in wanted.items():
+        if table.get(key) != value:
+            raise ValueError(f"latency table {path!r} has {key}={table.get(key)!r}, the "
+                             f"config's supernet needs {value!r}")
+    missing = sorted(set(space.resolutions) - set(table.get("resolutions", [])))
+    if missing:
+        raise ValueError(f"latency table {path!r} lacks the resolutions {missing}")
