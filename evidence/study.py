@@ -1,0 +1,284 @@
+"""The evidence study: both papers' claims at small scale, with controls, several seeds,
+tables and plots (docs/RESULTS.md reads them).
+
+    python -m evidence.study            # the study (about 45 minutes on 2 CPU cores)
+    python -m evidence.study --tiny     # its smoke-test form on the embedded subset
+
+1. DCFF: a ResNet-20 on 28 px Fashion-MNIST (15,000 training images of the full set, all
+   10,000 test images; IDX files from ``--data_dir``), compact rates ``[0.5]*9+[0.0]*3``
+   (every block's first conv halved, residual widths kept: 15.5 of 30.8 MFLOPs, -50%), 4
+   epochs, cosine LR. Variants: the full-width ``baseline``; DCFF ``faithful`` and ``stable``;
+   ``scratch`` (the same compact widths, no fusion); ``l1`` (Li et al.'s L1-norm filter
+   pruning of the baseline trained for half the epochs, then fine-tuned for the other half at
+   lr 0.02: the same total number of steps). Three seeds each.
+2. PSS-Net: the embedded default (configs/pssnet/embedded.py) for 4 epochs with prioritized
+   pool sampling against the same supernet with the middle subnet drawn uniformly from the
+   structure space (the US-Net sandwich; its scores still fill the pools so that the final
+   selection is the same). Three seeds each; FLOPs-accuracy curves of the kept subnets.
+
+Every run has its own workdir under ``--workdir`` and is skipped when its summary exists, so
+an interrupted study continues. Writes ``results.json``, ``tables.md``, ``dcff.png`` and
+``pssnet.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import time
+
+from common_jax import api, data, export as export_lib
+from common_jax.data import idx
+from dcff_jax import architectures
+from evidence.l1_pruning import prune_first_convs
+
+log = logging.getLogger("common_jax")
+DCFF_RATES = "[0.5]*9+[0.0]*3"
+DCFF_VARIANTS = ("baseline", "faithful", "stable", "scratch", "l1")
+SAMPLINGS = ("prioritized", "uniform")
+FULL = {
+    "seeds": (0, 1, 2),
+    "pss_seeds": (0, 1, 2),
+    "dcff": {"dataset.name": "fashion_mnist_idx", "dataset.num_train_examples": 15_000,
+             "dataset.num_eval_examples": 0, "num_epochs": 4, "log_every_steps": 50},
+    "pss": {"num_epochs": 4},
+    "finetune_lr": 0.02,
+}
+TINY = {
+    "seeds": (0, 1),
+    "pss_seeds": (0,),
+    "dcff": {"dataset.name": "embedded", "dataset.num_train_examples": 512,
+             "dataset.num_eval_examples": 200, "batch_size": 64, "num_epochs": 2,
+             "log_every_steps": 4, "async_checkpoints": False},
+    "pss": {"num_epochs": 2, "batch_size": 64, "dataset.num_train_examples": 640,
+            "dataset.holdout_examples": 128, "dataset.num_eval_examples": 256,
+            "pssnet.resolutions": (24, 28, 4), "pssnet.targets": (3.5, 6.0, 0.5),
+            "pssnet.map_samples": 4000, "pssnet.pool_size": 2, "pssnet.topk": 2,
+            "pssnet.recal_batches": 2, "async_checkpoints": False},
+    "finetune_lr": 0.02,
+}
+
+
+def _train(config, workdir: str) -> dict:
+    """The run's summary: trained now, or read from a finished earlier run."""
+    path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            summary = json.load(f)
+        if summary.get("finished", True) and not summary.get("preempted"):
+            return summary
+    return api.train(config, workdir).summary
+
+
+def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, **extra):
+    overrides = {**scale["dcff"], "seed": seed, **extra}
+    if overrides["dataset.name"] == "fashion_mnist_idx":
+        overrides["dataset.data_dir"] = data_dir
+    if variant == "baseline":
+        return api.load_config("configs/baselines/embedded.py", **overrides)
+    mode = "scratch" if variant == "l1" else variant
+    return api.load_config("configs/dcff/embedded.py", mode, **{"dcff.rates": DCFF_RATES},
+                           **overrides)
+
+
+def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
+    """Pre-train at full width for half the epochs, prune conv1s by L1 norm, fine-tune the
+    compact model for the other half (same total steps as every other variant)."""
+    epochs = scale["dcff"]["num_epochs"]
+    pre = dcff_config("baseline", seed, scale, data_dir, num_epochs=epochs // 2)
+    pre_dir = os.path.join(root, f"l1_pretrain_seed{seed}")
+    pre_summary = _train(pre, pre_dir)
+    pruned_dir = os.path.join(pre_dir, "pruned")
+    info = data.dataset_info(pre.dataset.name)
+    compact, _ = architectures.compact_arch("resnet20", DCFF_RATES, num_classes=info.num_classes,
+                                            in_channels=info.channels)
+    if not os.path.exists(os.path.join(pruned_dir, "model.json")):
+        _, variables, _ = export_lib.load_exported(api.export(pre, pre_dir))
+        export_lib.export_model(pruned_dir, compact, prune_first_convs(variables, compact),
+                                image_size=data.image_size(pre.dataset), info=info)
+    tune = dcff_config("l1", seed, scale, data_dir, num_epochs=epochs - epochs // 2,
+                       init_from=pruned_dir,
+                       **{"optimizer.learning_rate": scale["finetune_lr"]})
+    summary = dict(_train(tune, os.path.join(root, f"l1_seed{seed}")))
+    summary["wall_time_s"] += pre_summary["wall_time_s"]
+    return summary
+
+
+def run_dcff(scale: dict, data_dir: str, root: str) -> list[dict]:
+    rows = []
+    for seed in scale["seeds"]:
+        for variant in DCFF_VARIANTS:
+            log.info("evidence: DCFF %s seed %d", variant, seed)
+            if variant == "l1":
+                summary = run_l1(seed, scale, data_dir, root)
+            else:
+                summary = _train(dcff_config(variant, seed, scale, data_dir),
+                                 os.path.join(root, f"{variant}_seed{seed}"))
+            rows.append({"variant": variant, "seed": seed,
+                         "test_accuracy": summary["eval_accuracy"], "flops": summary["flops"],
+                         "params": summary["params"], "wall_time_s": summary["wall_time_s"]})
+    return rows
+
+
+def run_pss(scale: dict, root: str) -> list[dict]:
+    rows = []
+    for seed in scale["pss_seeds"]:
+        for sampling in SAMPLINGS:
+            log.info("evidence: PSS-Net %s seed %d", sampling, seed)
+            config = api.load_config("configs/pssnet/embedded.py", seed=seed,
+                                     **{**scale["pss"], "pssnet.sampling": sampling})
+            workdir = os.path.join(root, f"pss_{sampling}_seed{seed}")
+            summary = _train(config, workdir)
+            rows.append({"sampling": sampling, "seed": seed,
+                         "wall_time_s": summary["wall_time_s"],
+                         "subnets": api.kept_subnets(workdir)})
+    return rows
+
+
+def _mean_std(values) -> str:
+    values = list(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
+
+
+def dcff_table(rows: list[dict]) -> str:
+    lines = ["| variant | MFLOPs | params | test accuracy % (mean ± std) | per seed | minutes |",
+             "|---|---|---|---|---|---|"]
+    for variant in DCFF_VARIANTS:
+        runs = [r for r in rows if r["variant"] == variant]
+        if not runs:
+            continue
+        seeds = ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs)
+        minutes = statistics.mean(r["wall_time_s"] for r in runs) / 60
+        lines.append(f"| {variant} | {runs[0]['flops'] / 1e6:.2f} | {runs[0]['params']:,} | "
+                     f"{_mean_std(r['test_accuracy'] for r in runs)} (n={len(runs)}) | "
+                     f"{seeds} | {minutes:.1f} |")
+    return "\n".join(lines)
+
+
+def _by_target(runs: list[dict]) -> dict:
+    """target -> [(flops, test accuracy) per seed]."""
+    out: dict = {}
+    for run in runs:
+        for entry in run["subnets"]:
+            out.setdefault(str(entry["target"]), []).append((entry["flops"],
+                                                            entry["test_accuracy"]))
+    return out
+
+
+def _target_order(key: str) -> float:
+    return -1.0 if key == "min" else float("inf") if key == "max" else float(key)
+
+
+def pss_table(rows: list[dict]) -> str:
+    per = {s: _by_target([r for r in rows if r["sampling"] == s]) for s in SAMPLINGS}
+    targets = sorted(set().union(*[set(p) for p in per.values()]), key=_target_order)
+    lines = ["| target (MFLOPs) | " + " | ".join(f"{s}: test accuracy % (mean ± std, n)"
+                                                   for s in SAMPLINGS) + " |",
+             "|---|" + "---|" * len(SAMPLINGS)]
+    for target in targets:
+        cells = []
+        for sampling in SAMPLINGS:
+            points = per[sampling].get(target, [])
+            cells.append(f"{_mean_std(a for _, a in points)} ({len(points)})" if points
+                         else "-")
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    means = []
+    for sampling in SAMPLINGS:
+        runs = [r for r in rows if r["sampling"] == sampling]
+        kept = [statistics.mean(e["test_accuracy"] for e in r["subnets"]
+                                if e["target"] not in ("min", "max")) for r in runs]
+        means.append(f"{_mean_std(kept)} ({len(kept)})")
+    lines.append("| mean over kept subnets | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def plots(results: dict, out: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if results.get("dcff"):
+        rows = results["dcff"]
+        variants = [v for v in DCFF_VARIANTS if any(r["variant"] == v for r in rows)]
+        accs = [[100 * r["test_accuracy"] for r in rows if r["variant"] == v] for v in variants]
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+        ax.bar(variants, [statistics.mean(a) for a in accs],
+               yerr=[statistics.stdev(a) if len(a) > 1 else 0 for a in accs], capsize=4,
+               color=["grey"] + ["C0"] * (len(variants) - 1))
+        for i, a in enumerate(accs):
+            ax.plot([i] * len(a), a, "k.", ms=4)
+        low = min(min(a) for a in accs)
+        ax.set_ylim(low - 2, max(max(a) for a in accs) + 1)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("ResNet-20, Fashion-MNIST: full width vs -50% FLOPs")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "dcff.png"))
+        plt.close(fig)
+    if results.get("pss"):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for sampling in SAMPLINGS:
+            per = _by_target([r for r in results["pss"] if r["sampling"] == sampling])
+            keys = sorted(per, key=_target_order)
+            xs = [statistics.mean(f for f, _ in per[k]) / 1e6 for k in keys]
+            ys = [100 * statistics.mean(a for _, a in per[k]) for k in keys]
+            es = [100 * statistics.stdev([a for _, a in per[k]]) if len(per[k]) > 1 else 0
+                  for k in keys]
+            ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=f"{sampling} sampling")
+        ax.set_xlabel("MFLOPs")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("PSS-Net MobileNetV2 supernet, embedded data")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "pssnet.png"))
+        plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="smoke-test form (embedded data)")
+    parser.add_argument("--only", default="dcff,pss", help="comma list of dcff, pss")
+    parser.add_argument("--data_dir", default=idx.DEFAULT_FASHION_MNIST_DIR,
+                        help="the full Fashion-MNIST IDX files")
+    parser.add_argument("--workdir", default="runs/evidence")
+    parser.add_argument("--out", default="docs/evidence")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    if not parts or parts - {"dcff", "pss"}:
+        raise SystemExit(f"--only={args.only!r}: expected a comma list of dcff, pss")
+    scale = TINY if args.tiny else FULL
+    if "dcff" in parts and not args.tiny:
+        idx.load_idx_split(args.data_dir, "t10k")  # a clear error before hours of work
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-save notes
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    results = {"scale": "tiny" if args.tiny else "full"}
+    if "dcff" in parts:
+        results["dcff"] = run_dcff(scale, args.data_dir, os.path.join(args.workdir, "dcff"))
+    if "pss" in parts:
+        results["pss"] = run_pss(scale, os.path.join(args.workdir, "pss"))
+    results["wall_time_s"] = time.perf_counter() - start
+    tables = []
+    if "dcff" in results:
+        tables += ["## DCFF", "", dcff_table(results["dcff"]), ""]
+    if "pss" in results:
+        tables += ["## PSS-Net", "", pss_table(results["pss"]), ""]
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.out, "tables.md"), "w") as f:
+        f.write("\n".join(tables))
+    plots(results, args.out)
+    print("\n".join(tables))
+    print(f"study: {results['wall_time_s'] / 60:.1f} minutes; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The evidence study: the L1-norm control prunes what it says, and the study runs end to end
+in its tiny form, writing tables and plots."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from common_jax import models
+from conftest import ROOT
+from dcff_jax import architectures
+from evidence.l1_pruning import l1_keep, prune_first_convs
+
+
+def test_l1_pruned_resnet_equals_the_full_one_with_the_dropped_filters_silenced():
+    full_arch = models.arch_for("resnet20", num_classes=10, in_channels=1)
+    compact, _ = architectures.compact_arch("resnet20", "[0.5]*9+[0.0]*3", num_classes=10,
+                                            in_channels=1)
+    full_model, compact_model = models.build_model(full_arch), models.build_model(compact)
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    variables = full_model.init(jax.random.key(1), x, train=False)
+    variables = jax.tree.map(np.asarray, variables)
+    # Non-trivial BN statistics, so that slicing them wrongly would show.
+    stats = traverse_util.flatten_dict(variables["batch_stats"])
+    rng = np.random.default_rng(0)
+    stats = {k: (rng.uniform(0.5, 2.0, v.shape) if k[-1] == "var" else rng.normal(0, 0.1, v.shape)
+                 ).astype(np.float32) for k, v in stats.items()}
+    variables["batch_stats"] = traverse_util.unflatten_dict(stats)
+    pruned = prune_first_convs(variables, compact)
+    silenced = jax.tree.map(np.copy, variables)
+    for s, blocks in enumerate(compact["stages"]):
+        for b, (mid, _) in enumerate(blocks):
+            block = silenced["params"][f"stage{s + 1}_block{b}"]
+            keep = l1_keep(block["conv1"]["kernel"], mid)
+            assert len(keep) == mid and block["conv1"]["kernel"].shape[-1] == 2 * mid
+            norms = np.abs(block["conv1"]["kernel"]).sum(axis=(0, 1, 2))
+            assert norms[keep].min() >= np.delete(norms, keep).max()
+            dropped = np.setdiff1d(np.arange(2 * mid), keep)
+            block["bn1"]["bias"][dropped] = -1e9  # ReLU(BN) of a dropped filter is 0
+    ours = compact_model.apply(pruned, x, train=False)
+    reference = full_model.apply(silenced, x, train=False)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_l1_pruning_refuses_pruned_residual_widths():
+    full_arch = models.arch_for("resnet20", num_classes=10, in_channels=1)
+    compact, _ = architectures.compact_arch("resnet20", "[0.5]*9+[0.25]*3", num_classes=10,
+                                            in_channels=1)
+    variables = models.build_model(full_arch).init(jax.random.key(1), np.zeros((1, 28, 28, 1)),
+                                                   train=False)
+    with pytest.raises(ValueError, match="keeps the residual widths"):
+        prune_first_convs(variables, compact)
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_tables_and_plots(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    command = [sys.executable, "-m", "evidence.study", "--tiny", f"--workdir={work}",
+               f"--out={out}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    variants = [(r["variant"], r["seed"]) for r in results["dcff"]]
+    assert sorted(variants) == sorted((v, s) for v in ("baseline", "faithful", "stable",
+                                                       "scratch", "l1") for s in (0, 1))
+    by_variant = {r["variant"]: r for r in results["dcff"] if r["seed"] == 0}
+    assert by_variant["l1"]["params"] == by_variant["scratch"]["params"] < (
+        by_variant["baseline"]["params"])
+    assert sorted(r["sampling"] for r in results["pss"]) == ["prioritized", "uniform"]
+    assert all(len(r["subnets"]) >= 3 for r in results["pss"])
+    tables = (out / "tables.md").read_text()
+    for word in ("| baseline |", "| l1 |", "| faithful |", "mean over kept subnets"):
+        assert word in tables
+    assert os.path.getsize(out / "dcff.png") > 1000 and os.path.getsize(out / "pssnet.png") > 1000
+    # A second run reuses every finished run and reproduces the tables.
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and (out / "tables.md").read_text() == tables
