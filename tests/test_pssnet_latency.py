@@ -123,6 +123,14 @@ def test_multi_constraint_pools_draw_by_pool_count_and_keep_subnets_in_their_tar
     again.load_host_state(json.loads(json.dumps(pss.host_state())))
     assert {n: p.entries for n, p in again.pools.items()} == {
         n: p.entries for n, p in pss.pools.items()}
+    # Host state written before pools were kept per constraint still loads.
+    single = pss_method.PSSNet(pss_tiny(), data.DATASETS["embedded"])
+    old_state = {"pools": pss.pools["flops"].to_json(), "rng": pss.host_state()["rng"],
+                 "pending": {"target": 4.0, "resolution": 28, "channels": [32] * 8,
+                             "step": 3, "score": -1.0}}
+    single.load_host_state(json.loads(json.dumps(old_state)))
+    assert single.pools["flops"].entries == pss.pools["flops"].entries
+    assert single.pending[0] == "flops"
 
 
 def test_latency_step_with_fake_device_fills_latency_pools(tmp_path, monkeypatch):
