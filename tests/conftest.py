@@ -15,6 +15,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"pssnet-dcff-tests-{os.getuid()}"))
 
 
+def flat_leaves(tree) -> dict:
+    """{"a/b/c": numpy array} of a nested dict of arrays (params, exported variables)."""
+    from flax import traverse_util
+    import numpy as np
+    return {key: np.asarray(value)
+            for key, value in traverse_util.flatten_dict(tree, sep="/").items()}
+
+
 def tiny_config(**overrides):
     """ResNet-20 at width 4 on 512 embedded images: compiles in ~2 s, 8 steps an epoch."""
     from configs.baselines.embedded import get_config

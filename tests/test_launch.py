@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common_jax import export
-from conftest import TINY_FLAGS, launch
+from conftest import flat_leaves, TINY_FLAGS, launch
 
 
 def test_dry_run_prints_resolved_config_and_compiles_nothing(tmp_path):
@@ -101,22 +101,12 @@ def test_one_and_four_devices_train_the_same(tmp_path):
     four, params_four = train_and_export(tmp_path / "four", 4, *flags)
     assert four["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
     assert four["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
-    leaves_one = _leaves(params_one)
-    leaves_four = _leaves(params_four)
+    leaves_one = flat_leaves(params_one)
+    leaves_four = flat_leaves(params_four)
     assert leaves_one.keys() == leaves_four.keys()
     for key in leaves_one:
         np.testing.assert_allclose(leaves_four[key], leaves_one[key], rtol=1e-4, atol=1e-5,
                                    err_msg=key)
-
-
-def _leaves(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = np.asarray(value)
-    return out
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from common_jax import export
-from conftest import launch, launch_processes
+from conftest import flat_leaves, launch, launch_processes
 from test_compile_cache import PSS_TINY_FLAGS
 
 # 4 steps of a 300-epoch schedule (2 steps an epoch): the selection is recomputed at step 2
@@ -33,16 +33,6 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def leaves(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(leaves(value, f"{prefix}{key}/"))
-        else:
-            out[prefix + key] = np.asarray(value)
-    return out
-
-
 @pytest.mark.slow
 def test_two_processes_train_dcff_like_one(tmp_path):
     single = launch(*DCFF_FLAGS, f"--workdir={tmp_path / 'one'}", devices=2)
@@ -56,8 +46,8 @@ def test_two_processes_train_dcff_like_one(tmp_path):
         exported = launch(*DCFF_FLAGS, f"--workdir={tmp_path / workdir}", "--mode=export",
                           devices=2)
         assert exported.returncode == 0, exported.stderr
-    a = leaves(export.load_exported(str(tmp_path / "one" / "export"))[1])
-    b = leaves(export.load_exported(str(tmp_path / "two" / "export"))[1])
+    a = flat_leaves(export.load_exported(str(tmp_path / "one" / "export"))[1])
+    b = flat_leaves(export.load_exported(str(tmp_path / "two" / "export"))[1])
     for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=key)
     assert "wrote" in results[0][1] and "wrote" not in results[1][1]
