@@ -89,7 +89,7 @@ def host_pool_ms(pss, iterations: int = 300) -> float:
     """Median host time of one step's pool work with every pool full: the draw of
     ``PSSNet.draw`` half-way through training (p_e = 0.1), the subnet's widths and the pool
     update (§5, §7 steps 2-4)."""
-    maps = pss._sampling()
+    maps = pss.sampling_maps()
     rng = np.random.default_rng(1)
     for name, fmap in maps.items():
         for target in fmap.targets:
@@ -113,7 +113,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
                                             "model.depthwise_impl": args.depthwise_impl})
     run = training.setup(config)
     state = training.init_state(run)
-    pss = run.method.train_step.__self__
+    pss = run.method.host
     step_fn = run.method.train_step(run)
     fns, batch_arrays = pss.fns, _first_batch(run)
     max_widths = pss.widths(pss.max_subnet)
@@ -151,7 +151,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
               "host_ms": host_pool_ms(pss)}
     result["host_share"] = result["host_ms"] / result["median_ms"]
     rng = np.random.default_rng(2)
-    fmap = next(iter(pss._sampling().values()))
+    fmap = next(iter(pss.sampling_maps().values()))
     middles = [sampler.sample(pss.space, fmap, fmap.targets[rng.integers(len(fmap.targets))],
                               rng) for _ in range(16)]
     torch_spec = {"name": name, "kind": "pss", "full_arch": pss.space.full_arch,

@@ -58,6 +58,7 @@ class Method:
     finalize: (run, state, workdir) -> extra summary entries, after training and in eval mode.
     export: (run, state, workdir, directory) -> directory, replacing the default export.
     extra_costs: integer costs added to the profile JSON and the summary (PSS-Net: min_flops).
+    host: the method's host-side object, for benchmarks and tests (PSS-Net: its ``PSSNet``).
     """
 
     arch: dict
@@ -75,6 +76,7 @@ class Method:
     finalize: Callable | None = None
     export: Callable | None = None
     extra_costs: dict = dataclasses.field(default_factory=dict)
+    host: Any = None
 
 
 def baseline_method(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> Method:

@@ -69,15 +69,14 @@ def latency_constraint(space: Space, table: dict, targets=(0.0, 0.0, 0.0),
     return Constraint("latency", tuple(targets), values, of_subnet)
 
 
-def make_constraints(config, space: Space) -> list[Constraint]:
-    """The constraints of ``config.pssnet.constraints`` (latency ones read ``latency.table``)."""
+def make_constraints(config, space: Space, table: dict | None) -> list[Constraint]:
+    """The constraints of ``config.pssnet.constraints``; latency ones use ``table``, the
+    configured latency table (``latency_table_of``)."""
     out = []
     for name in config.pssnet.constraints:
         if name == "flops":
             out.append(flops_constraint(space, config.pssnet.targets))
         else:
-            table = latency.load_table(config.latency.table)
-            latency.check_table_matches(table, space, config.latency.table)
             out.append(latency_constraint(space, table, config.latency.targets,
                                           config.latency.num_pools))
     return out

@@ -199,21 +199,29 @@ class PSSNet:
             self.space.full_arch, models.DTYPES[config.compute_dtype],
             config.model.depthwise_impl, self.cfg.bn_group_size)
         self.max_subnet, self.min_subnet = self.space.max_subnet(), self.space.min_subnet()
-        self.constraints = self.maps = None  # built by _sampling() on first use
+        self.constraints = self.maps = None  # built by sampling_maps() on first use
         self.pools = None  # constraint name -> Pools
         self.rng = np.random.default_rng([config.seed, 0x9551])
         self.pending = None  # (constraint, target, subnet, step, metrics) not yet in a pool
         self.fns = self.evaluator = self.mesh = None  # set by _functions(run)
+        self._latency_table = False  # not read yet; None when no table is configured
 
     # -- set-up ------------------------------------------------------------------------------
     def subnet_flops(self, subnet: Subnet) -> int:
         return report.costs(self.space, subnet)["flops"]
 
-    def _sampling(self) -> dict:
+    def latency_table(self) -> dict | None:
+        """The configured latency table, read once (None without one)."""
+        if self._latency_table is False:
+            self._latency_table = constraints_lib.latency_table_of(self.config, self.space)
+        return self._latency_table
+
+    def sampling_maps(self) -> dict:
         """Builds the constraints, their maps and empty pools on first use (profile and dry
         runs never do); returns {constraint name: map}."""
         if self.maps is None:
-            self.constraints = constraints_lib.make_constraints(self.config, self.space)
+            self.constraints = constraints_lib.make_constraints(
+                self.config, self.space, self.latency_table())
             maps = {}
             for constraint in self.constraints:
                 start, stop, step = constraint.targets
@@ -254,7 +262,7 @@ class PSSNet:
         prioritized sampling) draws the subnet uniformly from the structure space instead;
         its score still enters the pool of its target (None outside every target), so the
         final selection works the same way."""
-        maps = self._sampling()
+        maps = self.sampling_maps()
         names = list(maps)
         name = names[constraints_lib.choose([len(maps[n].targets) for n in names], self.rng)]
         fmap, pools = maps[name], self.pools[name]
@@ -274,7 +282,7 @@ class PSSNet:
 
     def train_step(self, run: Run):
         fns = self._functions(run)
-        self._sampling()
+        self.sampling_maps()
         max_widths = self.widths(self.max_subnet)
         low = (self.widths(self.min_subnet), self.min_subnet.resolution)
 
@@ -358,11 +366,11 @@ class PSSNet:
 
     def finalize(self, run: Run, state, workdir: str) -> dict:
         """Selects the kept subnet of every pool; writes subnets.json and the plot(s)."""
-        maps = self._sampling()
+        maps = self.sampling_maps()
         self.flush()
         selection = self.cfg.selection
         split = {"holdout": "holdout", "official": "eval"}.get(selection)
-        table = constraints_lib.latency_table_of(self.config, self.space)
+        table = self.latency_table()
 
         def judged(subnet):
             """(BN statistics, accuracy on the selection data or None for 'rank1')."""
@@ -442,4 +450,4 @@ def pssnet_method(config, info: data.DatasetInfo) -> Method:
                   init_inputs=(max_widths, pss.space.resolutions[-1]),
                   train_step=pss.train_step, evaluate=pss.evaluate, host_state=pss.host_state,
                   load_host_state=pss.load_host_state, finalize=pss.finalize, export=pss.export,
-                  extra_costs={"min_flops": pss.subnet_flops(pss.min_subnet)})
+                  extra_costs={"min_flops": pss.subnet_flops(pss.min_subnet)}, host=pss)

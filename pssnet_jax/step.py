@@ -88,6 +88,10 @@ class StepFunctions:
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy}
 
+    def subnet_grad(self, resolution: int):
+        """The uncompiled gradient function of one resolution (what ``step`` compiles)."""
+        return functools.partial(self._grad, resolution=resolution)
+
     def _update(self, state, grads, batch_stats):
         """(new state, learning rate used): one SGD step with the summed gradients."""
         total = jax.tree.map(lambda *g: sum(g), *grads)
@@ -116,8 +120,7 @@ class StepFunctions:
 
     def _single(self, state, batch, max_widths, mid_widths, min_widths, resolutions):
         nets = tuple(zip((max_widths, mid_widths, min_widths), resolutions))
-        grads, stats, metrics = self._three(
-            lambda r: functools.partial(self._grad, resolution=r), state, batch, nets)
+        grads, stats, metrics = self._three(self.subnet_grad, state, batch, nets)
         new_state, lr = self._update(state, grads, stats)
         return new_state, {**metrics, "learning_rate": lr}
 
@@ -134,8 +137,8 @@ class StepFunctions:
 
         def grad_fn(resolution):
             def call(*args):
-                fn = functools.partial(self._grad, resolution=resolution)
-                return self.compiled.get("subnet grad at", fn, args, (resolution,))(*args)
+                return self.compiled.get("subnet grad at", self.subnet_grad(resolution), args,
+                                         (resolution,))(*args)
             return call
 
         grads, stats, metrics = self._three(grad_fn, state, batch, nets)

@@ -103,7 +103,7 @@ def test_multi_constraint_pools_draw_by_pool_count_and_keep_subnets_in_their_tar
     config = pss_tiny(**{"pssnet.constraints": ("flops", "latency"), "latency.table": table,
                          "pssnet.map_samples": 3000, "latency.num_pools": 4})
     pss = pss_method.PSSNet(config, data.DATASETS["embedded"])
-    maps = pss._sampling()
+    maps = pss.sampling_maps()
     assert list(maps) == ["flops", "latency"] and set(pss.pools) == {"flops", "latency"}
     counts = {name: len(m.targets) for name, m in maps.items()}
     assert counts["latency"] == 4 and counts["flops"] >= 3
