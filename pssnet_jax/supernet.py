@@ -3,8 +3,9 @@
 Every layer is built at the max net's width. A subnet is given as integer arrays of active
 channel counts (``widths``: ``stem`` scalar, per-block ``out`` and, for V2, ``expand``), turned
 into 0/1 channel masks inside the jitted step, so one compiled function serves every width
-of a resolution. The mask is applied after every BatchNorm (BN maps a zero channel to beta),
-which makes each conv see exactly the active prefix of its input channels: the result equals
+of a resolution. The mask zeroes every BatchNorm's output on the inactive channels (folded
+into BN's scale and bias; BN alone maps a zero channel to beta), which makes each conv see
+exactly the active prefix of its input channels: the result equals
 the sliced subnet (the official code slices ``W[:out, :in]``). Resolution is static: the
 input (a crop at the max resolution) is resized inside the model with align-corners bilinear
 interpolation, one compiled variant per resolution.
@@ -37,7 +38,13 @@ def channel_mask(channels: int, active, dtype) -> jax.Array:
 
 
 class MaskedBatchNorm(nn.Module):
-    """BatchNorm over NHWC whose output is multiplied by a channel mask."""
+    """BatchNorm over NHWC whose output is zero on the channels the mask turns off.
+
+    The mask is folded into the affine parameters (``y * (scale * mask) + bias * mask``)
+    instead of multiplying the activation: the same values, but XLA then carries the mask
+    only as two per-channel vectors. Multiplying every activation (and its gradient) by the
+    mask made the compiled gradient 1.5-2.5x slower to compile and up to 1.3x slower to run
+    (``benchmarks/compile_probe.py``, benchmarks/RESULTS.md)."""
 
     momentum: float = 0.9
     epsilon: float = 1e-5
@@ -54,18 +61,20 @@ class MaskedBatchNorm(nn.Module):
         xf = x.astype(jnp.float32)
         if train:
             groups = x.shape[0] // self.group_size if self.group_size else 1
-            grouped = xf.reshape((groups, -1) + x.shape[1:])
-            mean = jnp.mean(grouped, axis=(1, 2, 3), keepdims=True)
-            var = jnp.mean(jnp.square(grouped - mean), axis=(1, 2, 3), keepdims=True)
+            # One group needs no reshape (the reshape alone cost compile and run time).
+            grouped = xf.reshape((groups, -1) + x.shape[1:]) if groups > 1 else xf
+            axes = (1, 2, 3) if groups > 1 else (0, 1, 2)
+            mean = jnp.mean(grouped, axis=axes, keepdims=True)
+            var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
             y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
             if not self.is_initializing():
                 m = self.momentum if momentum is None else momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=(0, 1, 2, 3))
-                ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, axis=(0, 1, 2, 3))
+                over_groups = tuple(range(mean.ndim - 1))
+                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=over_groups)
+                ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, axis=over_groups)
         else:
             y = (xf - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
-        y = y * scale + bias
-        return (y * mask).astype(self.dtype)
+        return (y * (scale * mask) + bias * mask).astype(self.dtype)
 
 
 class MaskedMobileNet(nn.Module):

@@ -129,3 +129,34 @@ def test_throughput_quick_runs_and_writes_the_table(tmp_path):
     assert rows["pss_embedded_f32"]["resolutions"] == 4  # 16, 20, 24, 28 px all compiled
     assert 0 < rows["pss_embedded_f32"]["torch_ratio"] and rows["torch_dcff_resnet56"]
     assert result.stdout.strip().splitlines()[-1].startswith("torch_dcff_resnet56")
+
+
+def _probe(*args, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compile_probe.py"),
+                           "--config=configs/pssnet/embedded.py", "--batch=8", "--steps=1",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_compile_probe_rejects_unknown_variants_before_compiling():
+    result = _probe("--variants=f32,bf16_fast", timeout=60)
+    assert result.returncode != 0
+    assert "bf16_fast" in result.stderr and "bf16_autotune0" in result.stderr
+
+
+@pytest.mark.slow
+def test_compile_probe_compares_dtypes_forms_and_reports_timeouts(tmp_path):
+    out = tmp_path / "probe.json"
+    result = _probe("--variants=f32,bf16,f32_plain", "--resolutions=16", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = json.loads(out.read_text())["variants"]
+    for name in ("f32", "bf16", "f32_plain"):
+        assert variants[name]["status"] == "ok", variants[name]
+        assert variants[name]["compile_s"]["16"] > 0 and variants[name]["run_ms"] > 0
+    ops = {name: variants[name]["hlo_ops"] for name in variants}
+    assert ops["f32"]["convolution"] == ops["f32_plain"]["convolution"]  # the same network
+    assert ops["bf16"]["convert"] > ops["f32"]["convert"]
+    # The channel masks are folded into BN's scale and bias: the f32 supernet gradient holds
+    # no per-fusion mask conversions (multiplying activations by the mask left hundreds).
+    assert ops["f32"]["convert"] < 20, ops["f32"]
+    timed_out = _probe("--variants=f32", "--resolutions=16", "--timeout=0.5", timeout=120)
+    assert timed_out.returncode == 0 and "timeout after 0.5 s" in timed_out.stdout

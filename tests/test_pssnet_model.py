@@ -66,3 +66,21 @@ def test_ghost_batch_norm_uses_per_group_statistics():
         assert not np.any(got[..., 1])  # masked channel
     group_means = (x[:2].mean((0, 1, 2)) + x[2:].mean((0, 1, 2))) / 2
     np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * group_means, rtol=1e-5)
+
+
+def test_batch_norm_without_groups_uses_whole_batch_statistics_and_zeroes_masked_channels():
+    bn = supernet.MaskedBatchNorm(momentum=0.9)
+    x = jax.random.normal(jax.random.key(0), (4, 3, 3, 3)) * jnp.array([1.0, 3.0, 2.0]) + 5
+    variables = bn.init(jax.random.key(1), x, jnp.ones(3), True)
+    variables = {"params": {"scale": jnp.array([2.0, 0.5, 3.0]),
+                            "bias": jnp.array([0.1, -1.0, 4.0])},
+                 "batch_stats": variables["batch_stats"]}
+    y, updates = bn.apply(variables, x, jnp.array([1.0, 1.0, 0.0]), True,
+                          mutable=["batch_stats"])
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    expected = (x - mean) / jnp.sqrt(var + 1e-5) * variables["params"]["scale"] + \
+        variables["params"]["bias"]
+    np.testing.assert_allclose(y[..., :2], expected[..., :2], rtol=1e-4, atol=1e-4)
+    assert not np.any(y[..., 2])  # masked channel: zero, not its bias
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)
