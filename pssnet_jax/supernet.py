@@ -43,7 +43,7 @@ class MaskedBatchNorm(nn.Module):
     The mask is folded into the affine parameters (``y * (scale * mask) + bias * mask``)
     instead of multiplying the activation: the same values, but XLA then carries the mask
     only as two per-channel vectors. Multiplying every activation (and its gradient) by the
-    mask made the compiled gradient 1.5-2.5x slower to compile and up to 1.3x slower to run
+    mask made the compiled gradient 1.1-1.8x slower to compile and 1.1-1.5x slower to run
     (``benchmarks/compile_probe.py``, benchmarks/RESULTS.md)."""
 
     momentum: float = 0.9
