@@ -1,0 +1,25 @@
+"""The embedded defaults reproduce losses recorded before the trainers were split per method
+(issue #15): refactors of the training code must not change a single bit of the result.
+
+Recorded on this project's 2-core CPU machine (jax 0.10.2, 2026-11-29) with 16 training steps;
+XLA's CPU code can differ between processor generations, so on another kind of machine a
+mismatch here first needs the values recorded again from the commit before the change.
+"""
+
+import pytest
+
+from pssnet_dcff import api
+
+PINNED = {  # config -> (train_loss, eval_loss) at step 16
+    "configs/default.py": (4.11048686504364, 2.1442222213745117),
+    "configs/dcff/embedded.py": (1.533195897936821, 2.152254280090332),
+    "configs/baselines/embedded.py": (1.3352715224027634, 2.625026138305664),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PINNED)
+def test_embedded_default_reproduces_the_pinned_step_16_losses(path, tmp_path):
+    config = api.load_config(path, num_train_steps=16, log_every_steps=8)
+    summary = api.train(config, str(tmp_path)).summary
+    assert (summary["train_loss"], summary["eval_loss"]) == PINNED[path]
