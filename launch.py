@@ -92,9 +92,10 @@ def main(argv) -> None:
         handler.addFilter(lambda record: "directory is read only" not in record.getMessage())
 
     from common_jax import config_check
+    from pssnet_dcff import registry
     workdir = FLAGS.workdir or default_workdir()
     try:
-        config_check.validate(config, need_latency_table=FLAGS.mode != "latency_table")
+        registry.validate(config, need_latency_table=FLAGS.mode != "latency_table")
         config_check.validate_workdir(workdir)
     except ValueError as e:
         fail(str(e))
@@ -124,12 +125,12 @@ def initialize_distributed() -> None:
 
 
 def run_mode(config, workdir: str) -> None:
-    """The mode, through the same functions as the Python API (common_jax/api.py)."""
-    from common_jax import api, train
+    """The mode, through the same functions as the Python API (pssnet_dcff/api.py)."""
+    from pssnet_dcff import api
     if FLAGS.mode == "profile":
         print(api.profile_report(config))
     elif FLAGS.mode == "train":
-        summary = train.train_and_evaluate(config, workdir, stop_after=FLAGS.stop_after or None)
+        summary = api.train(config, workdir, stop_after=FLAGS.stop_after or None).summary
         print(json.dumps(summary))
         if summary.get("preempted"):
             from common_jax.preemption import PREEMPTED_EXIT_CODE

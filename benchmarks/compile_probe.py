@@ -71,8 +71,10 @@ def _gradient_functions(args, dtype: str, form: str):
     import numpy as np
     import optax
 
-    from common_jax import api, data, models
-    from pssnet_jax import method as pss_method, step as step_lib, supernet
+    from common_jax import data, models
+    from pssnet_dcff import api
+    from pssnet_jax import step as step_lib, supernet
+    from pssnet_jax.space import space_from_config
 
     overrides = {"dataset.synthetic": True, "compilation_cache_dir": "off",
                  "batch_size": args.batch, "compute_dtype": dtype,
@@ -82,7 +84,9 @@ def _gradient_functions(args, dtype: str, form: str):
         overrides["pssnet.bn_group_size"] = 0  # ghost BN groups must divide the batch
     config = api.load_config(args.config, **overrides)
     info = data.dataset_info(config.dataset.name)
-    pss = pss_method.PSSNet(config, info)
+    space = space_from_config(config, info)
+    supernet_model = supernet.build_supernet(space.full_arch, models.DTYPES[dtype],
+                                             args.depthwise_impl, config.pssnet.bn_group_size)
     size, rng = data.image_size(config.dataset), np.random.default_rng(0)
 
     def fill(shapes):
@@ -93,19 +97,19 @@ def _gradient_functions(args, dtype: str, form: str):
 
     labels = jnp.asarray(rng.integers(0, info.num_classes, args.batch), jnp.int32)
     if form == "masked":
-        fns = step_lib.StepFunctions(pss.model, optax.sgd(0.1), lambda s: 0.1, info,
-                                     models.DTYPES[dtype], pss.space.resolutions[-1])
-        widths = supernet.widths_of(pss.space.full_arch)
+        fns = step_lib.StepFunctions(supernet_model, optax.sgd(0.1), lambda s: 0.1, info,
+                                     models.DTYPES[dtype], space.resolutions[-1])
+        widths = supernet.widths_of(space.full_arch)
         image = jnp.asarray(rng.integers(0, 256, (args.batch, size, size, info.channels)),
                             jnp.uint8)
-        variables = fill(jax.eval_shape(lambda: pss.model.init(
+        variables = fill(jax.eval_shape(lambda: supernet_model.init(
             jax.random.PRNGKey(0), image.astype(jnp.float32), widths, size, train=False)))
         teacher = jnp.full((args.batch, info.num_classes), 1.0 / info.num_classes)
         call = (variables["params"], variables["batch_stats"], {"image": image, "label": labels},
                 widths, teacher, 1.0, 0.0)
         return {r: (fns.subnet_grad(r), call) for r in args.resolutions}
 
-    model = models.build_model(pss.space.full_arch, dtype, args.depthwise_impl)
+    model = models.build_model(space.full_arch, dtype, args.depthwise_impl)
 
     def grad(params, batch_stats, images, labels):
         def loss_fn(p):
@@ -217,10 +221,11 @@ def main():
         raise SystemExit(f"--batch={args.batch} and --steps={args.steps} must be at least 1")
     sys.path.insert(0, ROOT)
     if not args.resolutions:
-        from common_jax import api, data
-        from pssnet_jax import method as pss_method
+        from common_jax import data
+        from pssnet_dcff import api
+        from pssnet_jax.space import space_from_config
         config = api.load_config(args.config)
-        space = pss_method.make_space(config, data.dataset_info(config.dataset.name))
+        space = space_from_config(config, data.dataset_info(config.dataset.name))
         args.resolutions = f"{space.resolutions[-1]},{space.resolutions[0]}"
     try:
         args.resolutions = [int(r) for r in args.resolutions.split(",")]

@@ -24,8 +24,10 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common_jax import api, data  # noqa: E402
-from pssnet_jax import latency, method  # noqa: E402
+from common_jax import data  # noqa: E402
+from pssnet_dcff import api  # noqa: E402
+from pssnet_jax import latency  # noqa: E402
+from pssnet_jax.space import space_from_config  # noqa: E402
 
 
 def compare(config, table_path: str, count: int, seed: int = 0) -> dict:
@@ -33,7 +35,7 @@ def compare(config, table_path: str, count: int, seed: int = 0) -> dict:
     start = time.perf_counter()
     table = api.latency_table(config, table_path)
     build_s = time.perf_counter() - start
-    space = method.make_space(config, data.dataset_info(config.dataset.name))
+    space = space_from_config(config, data.dataset_info(config.dataset.name))
     rng = np.random.default_rng(seed)
     calibration = set(latency.calibration_set(space, config.latency.calibration_subnets))
     subnets = []

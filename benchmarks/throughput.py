@@ -44,8 +44,13 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common_jax import api, mesh as mesh_lib, models, train as training  # noqa: E402
-from pssnet_jax import sampler, supernet  # noqa: E402
+from common_jax import mesh as mesh_lib, models, train_state  # noqa: E402
+from common_jax.plain_step import make_train_step  # noqa: E402
+from dcff_jax import fusion_state  # noqa: E402
+from dcff_jax.train import fused_setup  # noqa: E402
+from pssnet_dcff import api  # noqa: E402
+from pssnet_jax import draw as draw_lib, sampler, supernet, supernet_run  # noqa: E402
+from pssnet_jax.host_state import HostState  # noqa: E402
 
 FULL = {
     "pss": [("pss_mbv2_f32", "configs/pssnet/mobilenet_v2_imagenet.py", "float32", 256),
@@ -85,23 +90,29 @@ def _first_batch(run):
     return mesh_lib.global_batch(next(run.input.train_batches(0)), run.mesh)
 
 
-def host_pool_ms(pss, iterations: int = 300) -> float:
-    """Median host time of one step's pool work with every pool full: the draw of
-    ``PSSNet.draw`` half-way through training (p_e = 0.1), the subnet's widths and the pool
-    update (§5, §7 steps 2-4)."""
-    maps = pss.sampling_maps()
-    rng = np.random.default_rng(1)
-    for name, fmap in maps.items():
+def full_host_state(pss, seed: int = 1) -> HostState:
+    """Host state whose every pool is full (random scores)."""
+    cfg, rng = pss.config.pssnet, np.random.default_rng(seed)
+    host = HostState.fresh(pss.plan.targets(), cfg.pool_size, cfg.ema, pss.config.seed)
+    for name, fmap in pss.plan.maps.items():
         for target in fmap.targets:
-            while pss.pools[name].size(target) < pss.cfg.pool_size:
-                pss.pools[name].update(target, sampler.sample(pss.space, fmap, target, rng),
-                                       rng.normal())
+            while host.pools[name].size(target) < cfg.pool_size:
+                host.pools[name].update(target, sampler.sample(pss.space, fmap, target, rng),
+                                        rng.normal())
+    return host
+
+
+def host_pool_ms(pss, iterations: int = 300) -> float:
+    """Median host time of one step's pool work with every pool full: the draw
+    (``pssnet_jax.draw.draw``) half-way through training (p_e = 0.1), the subnet's widths
+    and the pool update (§5, §7 steps 2-4)."""
+    host, rng = full_host_state(pss), np.random.default_rng(1)
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
-        name, target, subnet = pss.draw(epoch=1, epochs=2)
+        name, target, subnet = draw_lib.draw(pss.plan, host, epoch=1, epochs=2)
         supernet.widths_of(pss.space.arch(subnet))
-        pss.pools[name].update(target, subnet, float(rng.normal()))
+        host.pools[name].update(target, subnet, float(rng.normal()))
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -111,13 +122,20 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
     config = _config(path, dtype, batch, **{"dataset.num_eval_examples": eval_images,
                                             "pssnet.selection": "rank1",
                                             "model.depthwise_impl": args.depthwise_impl})
-    run = training.setup(config)
-    state = training.init_state(run)
-    pss = run.method.host
-    step_fn = run.method.train_step(run)
-    fns, batch_arrays = pss.fns, _first_batch(run)
+    pss = supernet_run.setup(config)
+    run, fns, host = pss.run, pss.fns, full_host_state(pss)
+    state = train_state.init_state(run, pss.init())
+    batch_arrays = _first_batch(run)
     max_widths = pss.widths(pss.max_subnet)
     low = (pss.widths(pss.min_subnet), pss.min_subnet.resolution)
+
+    def subnet_step(state, batch, subnet):
+        return fns.step(state, batch, max_widths, (pss.widths(subnet), subnet.resolution), low)
+
+    def step_fn(state, batch, step):  # as the trainer runs it: draw, step, pool update
+        return draw_lib.sampled_step(pss.plan, host, subnet_step, state, batch, step, 1, 2,
+                                     pss.min_subnet.resolution)
+
     start = time.perf_counter()
     for resolution in pss.space.resolutions:  # every middle resolution compiles once
         state, _ = fns.step(state, batch_arrays, max_widths, (max_widths, resolution), low)
@@ -141,7 +159,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
         step += 1
     jax.block_until_ready((state, metrics))
     pipelined = (time.perf_counter() - begin) / args.steps
-    pss.flush()
+    host.flush()
     median = statistics.median(times)
     result = {"kind": "pss train step", "batch": batch, "dtype": dtype,
               "median_ms": 1e3 * median, "pipelined_ms": 1e3 * pipelined,
@@ -151,7 +169,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
               "host_ms": host_pool_ms(pss)}
     result["host_share"] = result["host_ms"] / result["median_ms"]
     rng = np.random.default_rng(2)
-    fmap = next(iter(pss.sampling_maps().values()))
+    fmap = next(iter(pss.plan.maps.values()))
     middles = [sampler.sample(pss.space, fmap, fmap.targets[rng.integers(len(fmap.targets))],
                               rng) for _ in range(16)]
     torch_spec = {"name": name, "kind": "pss", "full_arch": pss.space.full_arch,
@@ -165,25 +183,25 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
                   "weight_decay": config.optimizer.weight_decay}
     extras = {}
     if dtype == "float32":
-        extras = recal_and_inference(name, run, pss, state, middles[0], eval_images)
+        extras = recal_and_inference(name, pss, state, middles[0], eval_images)
     return {name: result, **extras}, torch_spec
 
 
-def recal_and_inference(name, run, pss, state, subnet, eval_images) -> dict:
+def recal_and_inference(name, pss, state, subnet, eval_images) -> dict:
     """BN recalibration + evaluation of one subnet; inference of its exported plain model."""
     def recal_eval():
-        stats = pss.subnet_stats(run, state, subnet)
-        return pss.evaluate_subnet(run, state, subnet, stats, "eval")["accuracy"]
+        stats = pss.recalibrated_stats(state, subnet)
+        return pss.subnet_results(state, subnet, stats, "eval")["accuracy"]
 
     start = time.perf_counter()
     recal_eval()
     first = time.perf_counter() - start
     out = {f"recal_eval_{name}": {"kind": "BN recal + eval", "images": eval_images,
-                                  "recal_batches": pss.cfg.recal_batches,
+                                  "recal_batches": pss.config.pssnet.recal_batches,
                                   "median_ms": _median_ms(recal_eval, 3),
                                   "first_call_s": first}}
     arch = pss.space.arch(subnet)
-    stats = pss.subnet_stats(run, state, subnet)
+    stats = pss.recalibrated_stats(state, subnet)
     variables = supernet.slice_variables(
         {"params": state["params"], "batch_stats": jax.device_get(stats)}, arch)
     out.update(inference(f"infer_{name}_subnet", arch, variables, subnet.resolution))
@@ -205,12 +223,13 @@ def inference(name, arch, variables, size) -> dict:
 
 
 def fusion_case(name, run, state, batch_median_ms=None, epoch_images=None) -> dict:
-    """Recompute time of every fusion matrix (before_epoch with a new epoch each call)."""
+    """Recompute time of every fusion matrix (a new epoch each call)."""
     epochs = iter(range(1, 10_000))
     total = run.total_epochs + 10_000
 
     def recompute():
-        return run.method.before_epoch(state, next(epochs), total)["fusion"]["matrix"]
+        return fusion_state.updated(state, next(epochs), total, run.config.dcff)["fusion"][
+            "matrix"]
 
     recompute()
     median = _median_ms(recompute, 10)
@@ -224,11 +243,11 @@ def fusion_case(name, run, state, batch_median_ms=None, epoch_images=None) -> di
 
 def dcff_case(name, path, dtype, batch, epoch_images, args) -> tuple[dict, dict | None]:
     config = _config(path, dtype, batch)
-    run = training.setup(config)
-    state = run.method.before_epoch(training.init_state(run), 0, run.total_epochs)
+    arch, run, model, state = _fused_state(config)
     batch_arrays = _first_batch(run)
     start = time.perf_counter()
-    step = training.make_train_step(run).lower(state, batch_arrays).compile()
+    step = make_train_step(run, model, fusion_state.fused_variables).lower(
+        state, batch_arrays).compile()
     compile_s = time.perf_counter() - start
     for _ in range(args.warmup):
         state, _ = step(state, batch_arrays)
@@ -244,14 +263,14 @@ def dcff_case(name, path, dtype, batch, epoch_images, args) -> tuple[dict, dict 
                   "compile_s": compile_s}}
     out.update(fusion_case(name.replace("dcff", "fusion"), run, state, 1e3 * median,
                            epoch_images))
-    compact = run.method.export_variables(state)
+    compact = fusion_state.compact_variables(state)
     size = run.input.image_size
-    out.update(inference(f"infer_{name}_compact", run.arch, jax.device_get(compact), size))
+    out.update(inference(f"infer_{name}_compact", arch, jax.device_get(compact), size))
     torch_spec = None
-    if run.arch["family"] == "resnet_cifar":
-        torch_spec = {"name": name, "kind": "dcff", "compact": run.arch, "batch": batch,
-                      "full": models.arch_for(config.model.name, num_classes=run.arch[
-                          "num_classes"], in_channels=run.arch["in_channels"]),
+    if arch["family"] == "resnet_cifar":
+        torch_spec = {"name": name, "kind": "dcff", "compact": arch, "batch": batch,
+                      "full": models.arch_for(config.model.name, num_classes=arch[
+                          "num_classes"], in_channels=arch["in_channels"]),
                       "image_size": size, "amp": False,
                       "lr": config.optimizer.learning_rate,
                       "momentum": config.optimizer.momentum,
@@ -259,10 +278,16 @@ def dcff_case(name, path, dtype, batch, epoch_images, args) -> tuple[dict, dict 
     return out, torch_spec
 
 
+def _fused_state(config):
+    """(compact arch, run, fused model, state with the epoch-0 fusion) of a DCFF config."""
+    arch, run, model, init = fused_setup(config)
+    state = fusion_state.updated(train_state.init_state(run, init), 0, run.total_epochs,
+                                 config.dcff)
+    return arch, run, model, state
+
+
 def fusion_only(name, path) -> dict:
-    config = _config(path, "float32", 8)
-    run = training.setup(config)
-    state = run.method.before_epoch(training.init_state(run), 0, run.total_epochs)
+    _, run, _, state = _fused_state(_config(path, "float32", 8))
     return fusion_case(name, run, state)
 
 

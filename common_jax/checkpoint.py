@@ -18,10 +18,11 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 
 ITEMS = ("state", "host")
 CHECKPOINTS = "checkpoints"
+BEST = "best_checkpoint"  # the best-eval state (config.keep_best_checkpoint)
 
 
 def checkpoint_dir(workdir: str, name: str = CHECKPOINTS) -> str:
@@ -86,3 +87,21 @@ def _quarantine(mngr: ocp.CheckpointManager, path: str, step: int) -> None:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
     mngr.reload()
+
+
+def read_checkpoint(workdir: str, abstract_state, which: str = "latest"):
+    """(state, host) for eval and export: ``which='latest'`` reads the newest checkpoint,
+    ``'best'`` the best-eval one (``config.keep_best_checkpoint``); ValueError if the workdir
+    has none. Nothing is moved or deleted."""
+    name = BEST if which == "best" else CHECKPOINTS
+    if not os.path.isdir(checkpoint_dir(workdir, name)):
+        raise ValueError(f"--workdir={workdir!r} holds no {name}/; "
+                         + ("train with --config.keep_best_checkpoint=True first"
+                            if which == "best" else "train first"))
+    mngr = manager(workdir, read_only=True, name=name)
+    restored = restore_newest_good(mngr, abstract_state, quarantine=False)
+    mngr.close()
+    if restored is None:
+        raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in {name}/; "
+                         f"train first")
+    return restored

@@ -15,7 +15,7 @@ import os
 import jax
 import jax.monitoring
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 _enabled: list = []
 _REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
 _HITS = "/jax/compilation_cache/cache_hits"

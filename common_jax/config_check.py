@@ -1,7 +1,8 @@
-"""Checks a resolved config before anything is loaded or compiled.
+"""Checks the keys every config has before anything is loaded or compiled.
 
 Each problem raises ``ValueError`` with one line that names the key, the bad value and what
-is allowed. Checks that need the dataset size or the device count run in ``train.setup``.
+is allowed. A method checks its own section (its ``validate``, called through the registry);
+checks that need the dataset size or the device count run in ``common_jax.run.setup``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ import os
 
 from common_jax import data, models, optim
 from common_jax.data.memory import AUGMENTATIONS
-
-METHODS = ("baseline", "dcff", "pssnet")
-MODES = ("train", "eval", "export", "profile")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -32,10 +30,8 @@ def _one_of(key: str, value, allowed) -> None:
     _require(value in allowed, f"config.{key}={value!r}: expected one of {list(allowed)}")
 
 
-def validate(config, need_latency_table: bool = True) -> None:
-    """Raises ValueError for the first invalid value of ``config``; a PSS-Net latency table
-    the config uses must exist unless ``need_latency_table`` is False (while building it)."""
-    _one_of("method", config.method, METHODS)
+def validate(config) -> None:
+    """Raises ValueError for the first invalid value of the common keys of ``config``."""
     for key in ("batch_size", "log_every_steps", "keep_checkpoints"):
         _positive_int(config, key)
     for key in ("eval_batch_size", "num_epochs", "num_train_steps", "eval_every_steps",
@@ -46,10 +42,6 @@ def validate(config, need_latency_table: bool = True) -> None:
     _one_of("compute_dtype", config.compute_dtype, models.DTYPES)
     _one_of("export_from", config.export_from, ("final", "best"))
     if config.init_from:
-        plain = config.method == "baseline" or (config.method == "dcff"
-                                                 and config.dcff.mode == "scratch")
-        _require(plain, f"config.init_from={config.init_from!r}: only plain models (baseline, "
-                 f"DCFF scratch) start from an exported model, not method {config.method!r}")
         _require(os.path.exists(os.path.join(config.init_from, "model.json")),
                  f"config.init_from={config.init_from!r} is not an exported model (no "
                  f"model.json)")
@@ -69,12 +61,6 @@ def validate(config, need_latency_table: bool = True) -> None:
              f"config.dataset.color_jitter={ds.color_jitter!r} must be in [0, 1)")
 
     _one_of("model.name", config.model.name, models.MODEL_NAMES)
-    if config.method == "dcff":
-        from dcff_jax.method import validate as validate_dcff
-        validate_dcff(config)
-    if config.method == "pssnet":
-        from pssnet_jax.method import validate as validate_pssnet
-        validate_pssnet(config, need_latency_table)
     _require(config.model.width_mult > 0,
              f"config.model.width_mult={config.model.width_mult!r} must be positive")
     _one_of("model.depthwise_impl", config.model.depthwise_impl, ("auto", "conv", "shifts"))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from common_jax import data, models, train
+from common_jax import data, models
 from common_jax.models import ops
 
 FORMAT_VERSION = 1
@@ -68,16 +68,10 @@ def predict(model, variables, meta: dict, images):
     return model.apply(variables, x, train=False)
 
 
-def export_checkpoint(config, workdir: str, directory: str | None = None) -> str:
-    """Exports the newest (or, with ``config.export_from='best'``, the best-eval) checkpoint
-    of ``workdir`` as a plain-width model (default ``<workdir>/export``)."""
-    run = train.setup(config)
-    state, host = train.restore_latest(run, workdir, config.export_from)
-    directory = directory or os.path.join(workdir, "export")
-    if run.method.export:
-        run.method.load_host_state(host.get("method", {}))
-        return run.method.export(run, state, workdir, directory)
-    return export_model(directory, run.arch,
-                        run.method.export_variables(state), image_size=run.input.image_size,
+def export_trained(directory: str, arch: dict, variables: dict, run, step: int) -> str:
+    """Exports a trained plain-width network of a ``common_jax.run.Run`` with its training
+    step and analytic costs in ``model.json``."""
+    return export_model(directory, arch, variables, image_size=run.input.image_size,
                         info=run.input.info,
-                        extra={"step": int(host["step"]), **train.model_costs(run)})
+                        extra={"step": int(step),
+                               **models.model_costs(arch, run.input.image_size)})

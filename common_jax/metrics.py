@@ -10,7 +10,7 @@ import json
 import logging
 import os
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 
 
 class MetricWriter:

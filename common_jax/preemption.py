@@ -14,7 +14,7 @@ import threading
 
 import jax
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again", the same command resumes
 
 

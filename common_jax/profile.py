@@ -18,13 +18,16 @@ import dataclasses
 import json
 from typing import Iterable, Sequence
 
+import numpy as np
+
 # How thop counted an average pool, by the PyTorch construct the original model used.
 POOL_RULES = ("module", "adaptive", "functional")
 
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """One counted layer. Spatial sizes are square (``hw`` x ``hw``), channels last.
+    """One counted layer. Spatial sizes are square (``hw`` x ``hw``), channels last. Sizes
+    and channel counts are integers, or NumPy arrays to count many networks at once.
 
     kind: 'conv', 'bn', 'linear' or 'avgpool'.
     name: the flax parameter path ('stage1/block0/conv1'); for 'avgpool' a label only.
@@ -54,7 +57,7 @@ def conv_layer(name: str, group: str, in_hw: int, in_ch: int, out_ch: int, kerne
                stride: int = 1, groups: int = 1, bias: bool = False) -> Layer:
     """A conv layer padded by ``kernel // 2`` (the PyTorch models' convention)."""
     out_hw = conv_out_hw(in_hw, kernel, stride, kernel // 2)
-    if out_hw < 1:
+    if min(np.ravel(out_hw)) < 1:  # sizes may be arrays (many subnets counted at once)
         raise ValueError(f"layer {name}: input {in_hw}x{in_hw} is too small for this network")
     return Layer("conv", name, group, in_hw, in_ch, out_hw, out_ch, kernel, stride, groups, bias)
 

@@ -5,5 +5,7 @@ architectures.py  rate list -> compact plain-width architecture + the fused laye
 fusion.py         temperature schedule, distances, proxies, KL scores, selection (faithful /
                   stable), slot-preserving reselection; jitted over all layers
 model.py          FusedConv and the fused network (baseline families at compact widths)
-method.py         the shared loop's Method: fusion state, per-epoch update, export folding
+fusion_state.py   the fusion entry of the train state, its per-epoch update, export folding
+train.py          the trainer: its loop, eval mode and export entry points
+validation.py     config checks
 """

@@ -92,16 +92,3 @@ def compact_arch(model: str, rate_string: str, *, num_classes: int,
         arch["stages"] = stages
     return arch, fused
 
-
-def layer_rates(model: str, rate_string: str) -> list[float]:
-    """One rate per fused conv in network order (the official code's layer-wise list)."""
-    rates = parse_rates(rate_string, expected_length(model))
-    if model in models.CIFAR_RESNET_DEPTHS:
-        n = (len(rates) - 3) // 3
-        conv1, stage = rates[:3 * n], rates[3 * n:]
-        return [stage[0]] + [r for b in range(3 * n) for r in (conv1[b], stage[b // n])]
-    if model == "resnet50":
-        stage_of_block = [s for s, count in enumerate((3, 4, 6, 3)) for _ in range(count)]
-        return [rates[0]] + [r for b in range(16)
-                             for r in (rates[1 + b], rates[17 + b], rates[33 + stage_of_block[b]])]
-    return rates

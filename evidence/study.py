@@ -30,12 +30,13 @@ import os
 import statistics
 import time
 
-from common_jax import api, data, export as export_lib
+from common_jax import data, export as export_lib
 from common_jax.data import idx
 from dcff_jax import architectures
 from evidence.l1_pruning import prune_first_convs
+from pssnet_dcff import api
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 DCFF_RATES = "[0.5]*9+[0.0]*3"
 DCFF_VARIANTS = ("baseline", "faithful", "stable", "scratch", "l1")
 SAMPLINGS = ("prioritized", "uniform")

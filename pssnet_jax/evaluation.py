@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common_jax import mesh as mesh_lib
-from common_jax.train import cross_entropy
+from common_jax import evaluation, mesh as mesh_lib
 from pssnet_jax.step import StepFunctions
 
 
@@ -38,17 +37,14 @@ class SubnetEvaluator:
 
     def _bn_step(self, params, stats, batch, widths, momentum, resolution):
         _, updates = self.fns.model.apply(
-            {"params": params, "batch_stats": stats}, self.fns._images(batch), widths,
+            {"params": params, "batch_stats": stats}, self.fns.images(batch), widths,
             resolution, train=True, bn_momentum=momentum, mutable=["batch_stats"])
         return updates["batch_stats"]
 
     def _eval_sums(self, params, stats, batch, widths, resolution):
         logits = self.fns.model.apply({"params": params, "batch_stats": stats},
-                                      self.fns._images(batch), widths, resolution, train=False)
-        mask = batch["mask"]
-        return {"loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-                "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
-                "count": jnp.sum(mask)}
+                                      self.fns.images(batch), widths, resolution, train=False)
+        return evaluation.batch_sums(logits, batch)
 
     def recalibrate(self, params, stats_like, widths, resolution):
         """BN statistics of one subnet: the cumulative average over the recal batches."""
@@ -64,14 +60,12 @@ class SubnetEvaluator:
             stats = fn(*args)
         return stats
 
-    def evaluate(self, params, stats, widths, resolution, batches) -> dict:
+    def loss_and_accuracy(self, params, stats, widths, resolution, batches) -> dict:
         """Loss and accuracy of a subnet with the given statistics over host ``batches``."""
-        totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-        for host_batch in batches:
-            args = (params, stats, mesh_lib.global_batch(host_batch, self.mesh), widths)
-            fn = self.fns.compiled.get("subnet eval", lambda *a, r=resolution: self._eval_sums(
-                *a, r), args, (resolution,))
-            for key, value in jax.device_get(fn(*args)).items():
-                totals[key] += float(value)
-        count = max(totals["count"], 1.0)
-        return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}
+        def sums():
+            for host_batch in batches:
+                args = (params, stats, mesh_lib.global_batch(host_batch, self.mesh), widths)
+                fn = self.fns.compiled.get("subnet eval", lambda *a, r=resolution:
+                                           self._eval_sums(*a, r), args, (resolution,))
+                yield fn(*args)
+        return evaluation.accumulate(sums())

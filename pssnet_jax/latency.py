@@ -43,28 +43,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from common_jax import models
-from common_jax.models import ops
+from common_jax.models import mobilenet, ops
 from pssnet_jax.space import Space, Subnet, stage_choices
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 FORMAT = "pssnet-latency-table"
 VERSION = 1
-
-
-def _hw(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1  # 3x3 convs padded by 1
 
 
 def arch_units(arch: dict, resolution: int) -> list[tuple]:
     """The unit keys of a plain MobileNet description at an input size, in order."""
     v2 = arch["family"] == "mobilenet_v2"
     units = [("stem", resolution, arch["in_channels"], arch["stem"], arch["stem_stride"])]
-    hw, cin = _hw(resolution, arch["stem_stride"]), arch["stem"]
-    for block in arch["blocks"]:
-        mid = block.get("expand", 0) if v2 else 0
-        units.append(("block" if v2 else "block_v1", hw, cin, mid, block["out"],
-                      block["stride"], int(bool(block.get("residual")))))
-        hw, cin = _hw(hw, block["stride"]), block["out"]
+    blocks = mobilenet.blocks(arch, resolution)
+    for b in blocks:
+        units.append(("block" if v2 else "block_v1", b.in_hw, b.cin, b.mid if b.expand else 0,
+                      b.out, b.stride, int(b.residual)))
+    hw, cin = blocks[-1].out_hw, blocks[-1].out
     if v2:
         units.append(("tail", hw, cin, arch["tail"]))
         cin = arch["tail"]

@@ -16,7 +16,7 @@ import logging
 from common_jax import models, profile
 from pssnet_jax.space import Space, Subnet
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 PLOT_FILE = "flops_accuracy.png"
 LATENCY_PLOT_FILE = "latency_accuracy.png"
 

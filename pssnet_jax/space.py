@@ -20,6 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from common_jax import profile
 from common_jax.models import mobilenet, ops
 
 MODELS = ("mobilenet_v1", "mobilenet_v2")
@@ -108,15 +109,19 @@ class Space:
 
     def arch(self, subnet: Subnet) -> dict:
         """The plain-width description of a subnet (the baseline MobileNet format)."""
-        arch = dict(self.full_arch, stem=subnet.channels[0])
-        blocks, cin = [], subnet.channels[0]
+        return self.arch_of(subnet.channels, ops.make_divisible)
+
+    def arch_of(self, stage_widths, make_divisible) -> dict:
+        """The description with per-stage widths (integers, or arrays of many subnets); a
+        V2 block's expansion is ``make_divisible(6 * its input width)``."""
+        arch = dict(self.full_arch, stem=stage_widths[0])
+        blocks, cin = [], stage_widths[0]
         for block, stage in zip(self.full_arch["blocks"], self.block_stage):
-            out = subnet.channels[stage]
-            new = dict(block, out=out)
-            if self.model == "mobilenet_v2" and block["expand"]:
-                new["expand"] = ops.make_divisible(cin * 6)
+            new = dict(block, out=stage_widths[stage])
+            if mobilenet.has_expand(self.full_arch, block):
+                new["expand"] = make_divisible(cin * 6)
             blocks.append(new)
-            cin = out
+            cin = stage_widths[stage]
         arch["blocks"] = blocks
         return arch
 
@@ -167,28 +172,13 @@ def stage_widths(space: Space, multipliers: np.ndarray) -> np.ndarray:
 
 
 def flops(space: Space, resolutions: Sequence[int], multipliers: np.ndarray) -> np.ndarray:
-    """FLOPs (MACs, integer) of many subnets at once: (N,) resolutions, (N, stages) mults."""
+    """FLOPs (MACs, integer) of many subnets at once: (N,) resolutions, (N, stages) mults;
+    the layer list of ``mobilenet.layers`` evaluated on arrays of widths and sizes."""
     resolutions = np.asarray(resolutions, np.int64)
     mults = np.asarray(multipliers, np.float64).reshape(len(resolutions), space.num_stages)
     widths = _make_divisible_np(np.asarray(space.base_widths, np.float64) * mults)
-    arch = space.full_arch
-    hw = (resolutions - 1) // arch["stem_stride"] + 1  # 3x3 convs padded by 1
-    total = hw**2 * widths[:, 0] * arch["in_channels"] * 9
-    cin = widths[:, 0]
-    for block, stage in zip(arch["blocks"], space.block_stage):
-        out = widths[:, stage]
-        if space.model == "mobilenet_v2" and block["expand"]:
-            mid = _make_divisible_np(cin * 6.0)
-            total = total + hw**2 * mid * cin
-        else:
-            mid = cin
-        hw = (hw - 1) // block["stride"] + 1
-        total = total + hw**2 * mid * 9 + hw**2 * out * mid
-        cin = out
-    if space.model == "mobilenet_v2":
-        total = total + hw**2 * arch["tail"] * cin
-        cin = np.full_like(cin, arch["tail"])
-    return total + hw**2 * cin + cin * arch["num_classes"]
+    arch = space.arch_of(list(widths.T), lambda w: _make_divisible_np(w.astype(np.float64)))
+    return sum(profile.layer_flops(layer) for layer in mobilenet.layers(arch, resolutions))
 
 
 def subnet_flops(model: str, resolution: int, multipliers: Sequence[float], *,
@@ -210,3 +200,14 @@ def make_space(model: str, *, num_classes: int, in_channels: int, resolutions: S
     build = mobilenet.v1_arch if model == "mobilenet_v1" else mobilenet.v2_arch
     full = build(num_classes, in_channels, width_mult, small_input)
     return Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)
+
+
+def space_from_config(config, info) -> Space:
+    """The structure space of a PSS-Net config (``config.model``, ``config.pssnet``) for a
+    dataset's ``info`` (classes, channels)."""
+    cfg = config.pssnet
+    return make_space(config.model.name, num_classes=info.num_classes,
+                      in_channels=info.channels,
+                      resolutions=resolution_range(*cfg.resolutions),
+                      small_input=config.model.small_input, width_mult=config.model.width_mult,
+                      mult_low=cfg.mult_range[0], mult_high=cfg.mult_range[1])

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import optax
 
 from common_jax import data
-from common_jax.train import cross_entropy
+from common_jax.losses import cross_entropy
 
-log = logging.getLogger("common_jax")
+log = logging.getLogger(__name__)
 
 
 def mean_cross_entropy(logits, labels):
@@ -67,7 +67,8 @@ class StepFunctions:
         self.compiled = CompileCache()
 
     # -- pure pieces ------------------------------------------------------------------------
-    def _images(self, batch):
+    def images(self, batch):
+        """The batch's images normalised in the compute dtype."""
         return data.normalize(batch["image"], self.info.mean, self.info.std, self.dtype)
 
     def _grad(self, params, batch_stats, batch, widths, teacher, ce_weight, kl_weight,
@@ -77,7 +78,7 @@ class StepFunctions:
         per resolution serves all three (a zero-weighted term adds exact zeros)."""
         def loss_fn(p):
             logits, updates = self.model.apply(
-                {"params": p, "batch_stats": batch_stats}, self._images(batch), widths,
+                {"params": p, "batch_stats": batch_stats}, self.images(batch), widths,
                 resolution, train=True, mutable=["batch_stats"])
             ce = mean_cross_entropy(logits, batch["label"])
             kl = kl_to_teacher(teacher, logits)

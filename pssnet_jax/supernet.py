@@ -10,8 +10,10 @@ the sliced subnet (the official code slices ``W[:out, :in]``). Resolution is sta
 input (a crop at the max resolution) is resized inside the model with align-corners bilinear
 interpolation, one compiled variant per resolution.
 
-Parameter names equal the baseline ``MobileNet``'s, so slicing the first channels of every
-tensor gives the plain subnet (``slice_variables``).
+The supernet is the baseline network itself (``common_jax.models.mobilenet.forward``, the one
+place MobileNet's structure is written) with a masking norm injected; parameter names are the
+baseline's, so slicing the first channels of every tensor gives the plain subnet
+(``slice_variables``, driven by the same layer list).
 
 BatchNorm is shared by all subnets (statistics are recalibrated per subnet for evaluation);
 ``bn_group_size`` > 0 computes training statistics per group of that many images (ghost BN,
@@ -22,7 +24,8 @@ cumulative average).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from common_jax.models import ops
+from common_jax.models import mobilenet, ops
 
 
 def channel_mask(channels: int, active, dtype) -> jax.Array:
@@ -77,61 +80,50 @@ class MaskedBatchNorm(nn.Module):
         return (y * (scale * mask) + bias * mask).astype(self.dtype)
 
 
+def active_arch(full_arch: dict, widths: dict) -> dict:
+    """The max-net description with a subnet's active widths (``widths_of``; traced inside a
+    compiled step) in place of the full ones; the structure stays the max net's."""
+    blocks = [dict(block, out=widths["out"][i],
+                   expand=widths["expand"][i] if mobilenet.has_expand(full_arch, block) else 0)
+              for i, block in enumerate(full_arch["blocks"])]
+    return dict(full_arch, stem=widths["stem"], blocks=blocks)
+
+
 class MaskedMobileNet(nn.Module):
     """The supernet of a max-net description (``common_jax.models.mobilenet`` format)."""
 
-    version: int
-    stem: int
-    stem_stride: int
-    blocks: Sequence[dict]
-    num_classes: int
-    tail: int = 0
+    full_arch: dict
     depthwise_impl: str = "auto"
     bn_group_size: int = 0
     dtype: Any = jnp.float32
+
+    @property
+    def num_classes(self) -> int:
+        return self.full_arch["num_classes"]
 
     @nn.compact
     def __call__(self, x, widths: dict, resolution: int, train: bool = True,
                  bn_momentum=None):
         x = ops.resize_align_corners(x.astype(jnp.float32), resolution).astype(self.dtype)
         conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
+        active = {layer.name: layer.out_ch
+                  for layer in mobilenet.layers(active_arch(self.full_arch, widths), resolution)
+                  if layer.kind == "bn"}
 
-        def norm(y, active, name):
+        def norm(name):
             bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype, name=name)
-            return bn(y, channel_mask(y.shape[-1], active, self.dtype), train, bn_momentum)
+            return lambda y: bn(y, channel_mask(y.shape[-1], active[name], self.dtype), train,
+                                bn_momentum)
 
-        act = nn.relu6
-        x = act(norm(conv(self.stem, 3, self.stem_stride, "stem_conv")(x), widths["stem"],
-                     "stem_bn"))
-        for i, block in enumerate(self.blocks):
-            name, y = f"block{i}", x
-            if self.version == 2 and block["expand"]:
-                y = conv(block["expand"], 1, name=f"{name}_expand_conv")(y)
-                y = act(norm(y, widths["expand"][i], f"{name}_expand_bn"))
-            active_mid = widths["expand"][i] if self.version == 2 and block["expand"] else (
-                widths["out"][i - 1] if i else widths["stem"])
-            y = ops.DepthwiseConv(strides=block["stride"], impl=self.depthwise_impl,
-                                  dtype=self.dtype, name=f"{name}_dw_conv")(y)
-            y = act(norm(y, active_mid, f"{name}_dw_bn"))
-            y = norm(conv(block["out"], 1, name=f"{name}_pw_conv")(y), widths["out"][i],
-                     f"{name}_pw_bn")
-            if self.version == 1:
-                y = act(y)
-            elif block["residual"]:
-                y = y + x
-            x = y
-        if self.version == 2:
-            x = act(norm(conv(self.tail, 1, name="tail_conv")(x), self.tail, "tail_bn"))
-        return ops.classifier(x, self.num_classes, kernel_init=nn.initializers.normal(0.01),
-                              dtype=self.dtype, torch_bias=False)
+        return mobilenet.forward(
+            x, self.full_arch, conv=conv, norm=norm, dtype=self.dtype,
+            depthwise=functools.partial(ops.DepthwiseConv, impl=self.depthwise_impl,
+                                        dtype=self.dtype))
 
 
 def build_supernet(full_arch: dict, dtype=jnp.float32, depthwise_impl: str = "auto",
                    bn_group_size: int = 0) -> MaskedMobileNet:
-    version = {"mobilenet_v1": 1, "mobilenet_v2": 2}[full_arch["family"]]
-    return MaskedMobileNet(version, full_arch["stem"], full_arch["stem_stride"],
-                           full_arch["blocks"], full_arch["num_classes"],
-                           full_arch.get("tail", 0), depthwise_impl, bn_group_size, dtype)
+    return MaskedMobileNet(full_arch, depthwise_impl, bn_group_size, dtype)
 
 
 def widths_of(arch: dict) -> dict:
@@ -142,40 +134,22 @@ def widths_of(arch: dict) -> dict:
             "expand": np.asarray([b.get("expand", 0) for b in blocks], np.int32)}
 
 
+ANY_SIZE = 224  # slicing needs channel counts only; any input size the network accepts
+
+
 def slice_variables(variables: dict, subnet_arch: dict) -> dict:
-    """The plain subnet's variables: the first channels of every supernet tensor."""
-    wanted = {}
-    blocks = subnet_arch["blocks"]
-    cin = subnet_arch["in_channels"]
-
-    def conv(name, cin_, cout):
-        wanted[(name, "kernel")] = (slice(None), slice(None), slice(0, cin_), slice(0, cout))
-
-    def bn(name, channels):
-        for leaf in ("scale", "bias", "mean", "var"):
-            wanted[(name, leaf)] = (slice(0, channels),)
-
-    conv("stem_conv", cin, subnet_arch["stem"])
-    bn("stem_bn", subnet_arch["stem"])
-    cin = subnet_arch["stem"]
-    for i, block in enumerate(blocks):
-        mid = cin
-        if block.get("expand"):
-            conv(f"block{i}_expand_conv", cin, block["expand"])
-            bn(f"block{i}_expand_bn", block["expand"])
-            mid = block["expand"]
-        wanted[(f"block{i}_dw_conv", "kernel")] = (slice(None), slice(None), slice(None),
-                                                    slice(0, mid))
-        bn(f"block{i}_dw_bn", mid)
-        conv(f"block{i}_pw_conv", mid, block["out"])
-        bn(f"block{i}_pw_bn", block["out"])
-        cin = block["out"]
-    if subnet_arch.get("tail"):
-        conv("tail_conv", cin, subnet_arch["tail"])
-        bn("tail_bn", subnet_arch["tail"])
-        cin = subnet_arch["tail"]
-    wanted[("fc", "kernel")] = (slice(0, cin), slice(None))
-    wanted[("fc", "bias")] = (slice(None),)
+    """The plain subnet's variables: the first channels of every supernet tensor, layer by
+    layer of the subnet's description (``mobilenet.layers``)."""
+    wanted, keep = {}, slice(None)
+    for layer in mobilenet.layers(subnet_arch, ANY_SIZE):
+        name, cin, cout = layer.name, slice(0, layer.in_ch), slice(0, layer.out_ch)
+        if layer.kind == "conv":  # depthwise kernels are (k, k, 1, C)
+            wanted[(name, "kernel")] = (keep, keep, keep if layer.groups > 1 else cin, cout)
+        elif layer.kind == "bn":
+            for leaf in ("scale", "bias", "mean", "var"):
+                wanted[(name, leaf)] = (cout,)
+        elif layer.kind == "linear":
+            wanted[(name, "kernel")], wanted[(name, "bias")] = (cin, keep), (keep,)
     out = {}
     for collection in ("params", "batch_stats"):
         flat = traverse_util.flatten_dict(variables[collection])

@@ -10,10 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from common_jax import api, data, models, train as training
+from common_jax import data, models
+from pssnet_dcff import api
 from conftest import ROOT
 from dcff_jax.model import FUSION
-from pssnet_jax import method as pss_method, supernet
+from dcff_jax.model import build_fused_model
+from dcff_jax.train import compact
+from pssnet_jax import supernet
+from pssnet_jax.space import space_from_config
 from pssnet_jax.space import Subnet
 
 torch = pytest.importorskip("torch")
@@ -49,7 +53,7 @@ def test_reference_supernet_equals_the_masked_jax_supernet():
     convs round ~10x more than XLA's here) and the masked flax supernet give the same
     training-mode logits from the same weights."""
     config = api.load_config("configs/pssnet/embedded.py")
-    space = pss_method.make_space(config, data.dataset_info("embedded"))
+    space = space_from_config(config, data.dataset_info("embedded"))
     low, high = space.min_subnet(), space.max_subnet()
     subnet = Subnet(20, tuple(h if i % 2 else lo for i, (lo, h) in enumerate(
         zip(low.channels, high.channels))))
@@ -83,11 +87,12 @@ def test_reference_supernet_equals_the_masked_jax_supernet():
 def test_reference_fused_resnet_equals_the_jax_fused_model():
     """DCFF's fused ResNet-20 (embedded rates) with the same banks and fusion matrices."""
     config = api.load_config("configs/dcff/embedded.py")
-    run_method = training.method_for(config)
+    arch, bank_widths = compact(config)
+    model = build_fused_model(arch, bank_widths)
     x = np.asarray(jax.random.normal(jax.random.key(0), (4, 28, 28, 1)))
-    variables = run_method.model.init(jax.random.key(1), x, train=False)
+    variables = model.init(jax.random.key(1), x, train=False)
     full = models.arch_for("resnet20", num_classes=10, in_channels=1)
-    reference = torch_reference.FusedResNetCifar(run_method.arch, full, seed=3)
+    reference = torch_reference.FusedResNetCifar(arch, full, seed=3)
     matrices = {name: module.P for name, module in reference.named_modules()
                 if isinstance(module, torch_reference.FuseConv)}
     params, fusion = variables["params"], {}
@@ -95,7 +100,7 @@ def test_reference_fused_resnet_equals_the_jax_fused_model():
                "stem.P": matrices["stem"], **_bn(params, "stem_bn", "stem_bn"), **_fc(params)}
     fusion["stem_conv"] = {"P": matrices["stem"].numpy()}
     k = 0
-    for s, blocks in enumerate(run_method.arch["stages"]):
+    for s, blocks in enumerate(arch["stages"]):
         for b in range(len(blocks)):
             flax_block, block = params[f"stage{s + 1}_block{b}"], f"blocks.{k}"
             fusion[f"stage{s + 1}_block{b}"] = {}
@@ -107,7 +112,7 @@ def test_reference_fused_resnet_equals_the_jax_fused_model():
                                                           .numpy()}
             k += 1
     _load(reference, tensors)
-    ours, _ = run_method.model.apply({**variables, FUSION: fusion}, x, train=True,
+    ours, _ = model.apply({**variables, FUSION: fusion}, x, train=True,
                                      mutable=["batch_stats"])
     theirs = reference.train()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
     np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)

@@ -7,10 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common_jax import api, data, export, models, train
+from common_jax import data, export, models
+from pssnet_dcff import api
 from conftest import override, tiny_config
 from dcff_jax import architectures, rates
-from dcff_jax.method import dcff_section, fold
+from configs.dcff.common import dcff_section
+from dcff_jax import fusion_state, train as dcff_train
+from dcff_jax.fusion_state import fold
 from dcff_jax.model import build_fused_model
 
 RATE_STRINGS = {
@@ -171,19 +174,18 @@ def dcff_tiny(mode="faithful", **overrides):
 
 def test_dcff_trains_resumes_and_exports_identically(tmp_path):
     config = dcff_tiny()
-    straight = train.train_and_evaluate(config, str(tmp_path / "a"))
-    assert train.train_and_evaluate(config, str(tmp_path / "b"), stop_after=11)["step"] == 11
-    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    result = api.train(config, str(tmp_path / "a"))
+    straight, state = result.summary, result.state
+    assert api.train(config, str(tmp_path / "b"), stop_after=11).summary["step"] == 11
+    resumed = api.train(config, str(tmp_path / "b")).summary
     for key in ("train_loss", "eval_loss", "eval_accuracy", "best_eval_accuracy"):
         assert resumed[key] == straight[key], key
-    run = train.setup(config)
-    state, _ = train.restore_latest(run, str(tmp_path / "a"))
-    fusion_state = jax.device_get(state["fusion"])
-    assert int(fusion_state["epoch"]) == 1  # recomputed at the epoch boundary (step 8)
-    for matrix in jax.tree.leaves(fusion_state["matrix"]):  # faithful: exact one-hot rows
+    fusion = jax.device_get(state["fusion"])
+    assert int(fusion["epoch"]) == 1  # recomputed at the epoch boundary (step 8)
+    for matrix in jax.tree.leaves(fusion["matrix"]):  # faithful: exact one-hot rows
         assert set(np.unique(matrix)) <= {0.0, 1.0} and np.all(matrix.sum(1) == 1)
 
-    path = export.export_checkpoint(config, str(tmp_path / "a"), str(tmp_path / "export"))
+    path = api.export(config, str(tmp_path / "a"), str(tmp_path / "export"))
     model, variables, meta = export.load_exported(path)
     assert meta["arch"]["stages"][0][0] == [8, 12] and meta["flops"] == straight["flops"]
     inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
@@ -191,32 +193,31 @@ def test_dcff_trains_resumes_and_exports_identically(tmp_path):
     logits = export.predict(model, variables, meta, batch["image"])
     accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == batch["label"]))
     assert accuracy == pytest.approx(straight["eval_accuracy"], abs=1e-9)
-    fused_logits = run.model.apply(run.method.variables(state, state["params"]),
-                                   run.normalize(batch["image"], jnp.float32), train=False)
+    _, run, model, _ = dcff_train.fused_setup(config)
+    fused_logits = model.apply(fusion_state.fused_variables(state, state["params"]),
+                               run.normalize(batch["image"], jnp.float32), train=False)
     np.testing.assert_allclose(logits, fused_logits, rtol=1e-4, atol=1e-4)
 
 
 def test_stable_mode_reselects_and_scratch_has_no_fusion(tmp_path):
     config = dcff_tiny("stable", num_epochs=2, **{"optimizer.learning_rate": 0.3})
-    train.train_and_evaluate(config, str(tmp_path / "stable"))
-    run = train.setup(config)
-    state, _ = train.restore_latest(run, str(tmp_path / "stable"))
+    state = api.train(config, str(tmp_path / "stable")).state
     scores = jax.tree.leaves(jax.device_get(state["fusion"]["score"]))
     assert all(np.all(np.isfinite(s)) for s in scores)
     scratch = dcff_tiny("scratch", num_train_steps=2)
-    summary = train.train_and_evaluate(scratch, str(tmp_path / "scratch"))
-    run = train.setup(scratch)
-    state, _ = train.restore_latest(run, str(tmp_path / "scratch"))
-    assert "fusion" not in state and summary["params"] == train.model_costs(run)["params"]
+    result = api.train(scratch, str(tmp_path / "scratch"))
+    summary, state = result.summary, result.state
+    compact_params = models.model_costs(dcff_train.compact(scratch)[0], 28)["params"]
+    assert "fusion" not in state and summary["params"] == compact_params
 
 
 def test_bad_dcff_config_is_a_one_line_error():
-    from common_jax import config_check
+    from pssnet_dcff import registry
     with pytest.raises(ValueError, match=r"config.dcff.rates: .*has 3 entries; this network "
                                          r"expects 12"):
-        config_check.validate(dcff_tiny(**{"dcff.rates": "[0.5]*3"}))
+        registry.validate(dcff_tiny(**{"dcff.rates": "[0.5]*3"}))
     with pytest.raises(ValueError, match="config.dcff.mode='soft'"):
-        config_check.validate(dcff_tiny(**{"dcff.mode": "soft"}))
+        registry.validate(dcff_tiny(**{"dcff.mode": "soft"}))
 
 
 @pytest.mark.parametrize("model,rate_string,size", [

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 import pytest
 
-from common_jax import checkpoint, train
+from common_jax import checkpoint
 from conftest import ROOT, TINY_FLAGS, launch
 from test_compile_cache import PSS_TINY_FLAGS
 
@@ -114,9 +114,10 @@ def kill_and_resume(flags, workdir, env, rng, kills: int, after_first_step: floa
 
 
 def final_state(config, workdir):
-    run = train.setup(config)
+    """(state as NumPy, host state) of the newest checkpoint, read without a model (orbax
+    restores the saved structure)."""
     mngr = checkpoint.manager(str(workdir), read_only=True)
-    state, host = checkpoint.restore(mngr, mngr.latest_step(), train.abstract_state(run))
+    state, host = checkpoint.restore(mngr, mngr.latest_step(), None)
     return jax_to_numpy(state), host
 
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from common_jax import api, profile
+from common_jax import profile
+from pssnet_dcff import api
 from conftest import launch as run_launch
 
 MILLION = 1e6

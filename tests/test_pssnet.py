@@ -2,17 +2,20 @@
 
 import json
 import os
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common_jax import api, checkpoint, data, export, mesh as mesh_lib, train
+from common_jax import checkpoint, data, export, train_state
+from common_jax.loop import NonFiniteLoss
+from pssnet_dcff import api
 from conftest import override
-from pssnet_jax import method as pss_method, sampler, supernet, switch
-from pssnet_jax.space import Subnet
+from common_jax import mesh as mesh_lib
+from pssnet_jax import draw as draw_lib, report, sampler, supernet, supernet_run, switch
+from pssnet_jax.host_state import HostState
+from pssnet_jax.space import Subnet, space_from_config
 
 
 def pss_tiny(**overrides):
@@ -35,27 +38,29 @@ def pss_tiny(**overrides):
     return override(c, **overrides)
 
 
-class FakeStep:
+def fake_step(state, batch, subnet):
     """Stands in for the compiled step: a deterministic score per subnet."""
+    score = jnp.float32(-float(sum(subnet.channels)) / 1e3 - subnet.resolution)
+    return state, {"score": score, "loss": score, "kl_mid": score, "kl_min": score}
 
-    def step(self, state, batch, max_widths, mid, low, mode):
-        widths, resolution = mid
-        score = jnp.float32(-float(np.sum(widths["out"])) / 1e3 - resolution)
-        return state, {"score": score, "loss": score, "kl_mid": score, "kl_min": score}
+
+def sampling(config, table=None):
+    """(sampling plan, fresh host state) of a config, as the trainer builds them."""
+    space = space_from_config(config, data.DATASETS[config.dataset.name])
+    plan = draw_lib.plan_for(config, space, table)
+    cfg = config.pssnet
+    return plan, HostState.fresh(plan.targets(), cfg.pool_size, cfg.ema, config.seed)
 
 
 def run_pools(config, steps):
-    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
-    pss.fns, pss.mesh = FakeStep(), mesh_lib.data_mesh()
-    fake_run = types.SimpleNamespace(epoch=lambda s: s // 10, total_epochs=4)
-    step_fn = pss.train_step(fake_run)
+    plan, host = sampling(config)
     drawn = []
     for t in range(steps):
-        step_fn(None, None, t)
-        if pss.pending:  # the lagged mode: this step's target, not yet in its pool
-            drawn.append(pss.pending[1])
-    pss.flush()
-    return pss.pools["flops"].entries, drawn
+        draw_lib.sampled_step(plan, host, fake_step, None, None, t, t // 10, 4, 0)
+        if host.pending:  # the lagged mode: this step's target, not yet in its pool
+            drawn.append(host.pending.target)
+    host.flush()
+    return host.pools["flops"].entries, drawn
 
 
 def test_lagged_pools_equal_synchronous_pools_without_consecutive_repeats():
@@ -77,38 +82,39 @@ def test_lagged_pools_equal_synchronous_pools_without_consecutive_repeats():
 def test_non_finite_pss_losses_name_the_step_and_the_subnets():
     from configs.pssnet.mobilenet_v2_imagenet import get_config
     config = override(get_config(), **{"pssnet.map_samples": 20_000})
-    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
+    plan, host = sampling(config)
+    calls = []
 
-    class NanAtStep3(FakeStep):
-        calls = 0
+    def nan_at_step_3(state, batch, subnet):
+        state, metrics = fake_step(state, batch, subnet)
+        calls.append(subnet)
+        return state, dict(metrics, kl_mid=jnp.float32(np.nan if len(calls) == 3 else 0))
 
-        def step(self, *args):
-            state, metrics = super().step(*args)
-            self.calls += 1
-            return state, dict(metrics, kl_mid=jnp.float32(np.nan if self.calls == 3 else 0))
+    def step(t):
+        draw_lib.sampled_step(plan, host, nan_at_step_3, None, None, t, 0, 1,
+                              plan.space.min_subnet().resolution)
 
-    pss.fns, pss.mesh = NanAtStep3(), mesh_lib.data_mesh()
-    step_fn = pss.train_step(types.SimpleNamespace(epoch=lambda s: 0, total_epochs=1))
-    step_fn(None, None, 0)
-    step_fn(None, None, 1)
-    step_fn(None, None, 2)  # NaN in step 3's metrics; checked after step 4 is dispatched
-    with pytest.raises(train.NonFiniteLoss, match=r"non-finite \{'kl_mid': nan\} at step 3: "
-                                                  r"middle subnet \d+ px, channels \[.*\] "
-                                                  r"\(target \d+ MFLOPs\), min net 128 px"):
-        step_fn(None, None, 3)
+    step(0)
+    step(1)
+    step(2)  # NaN in step 3's metrics; checked after step 4 is dispatched
+    with pytest.raises(NonFiniteLoss, match=r"non-finite \{'kl_mid': nan\} at step 3: "
+                                            r"middle subnet \d+ px, channels \[.*\] "
+                                            r"\(target \d+ MFLOPs\), min net 128 px"):
+        step(3)
 
 
 @pytest.fixture(scope="module")
 def pss_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pss"))
     config = pss_tiny()
-    return config, workdir, train.train_and_evaluate(config, workdir)
+    return config, workdir, api.train(config, workdir).summary
 
 
 def final_host_state(config, workdir):
     mngr = checkpoint.manager(workdir, read_only=True)
-    run = train.setup(config)
-    return checkpoint.restore(mngr, mngr.latest_step(), train.abstract_state(run))[1]
+    pss = supernet_run.setup(config)
+    abstract = train_state.abstract_state(pss.run, pss.init())
+    return checkpoint.restore(mngr, mngr.latest_step(), abstract)[1]
 
 
 def test_run_leaves_subnets_plot_and_max_net_summary(pss_run):
@@ -127,8 +133,8 @@ def test_run_leaves_subnets_plot_and_max_net_summary(pss_run):
 
 def test_pools_are_restored_exactly_on_resume(pss_run, tmp_path):
     config, workdir, summary = pss_run
-    assert train.train_and_evaluate(config, str(tmp_path), stop_after=5)["step"] == 5
-    resumed = train.train_and_evaluate(config, str(tmp_path))
+    assert api.train(config, str(tmp_path), stop_after=5).summary["step"] == 5
+    resumed = api.train(config, str(tmp_path)).summary
     assert (resumed["train_loss"], resumed["eval_loss"]) == (summary["train_loss"],
                                                              summary["eval_loss"])
     straight = final_host_state(config, workdir)["method"]
@@ -147,17 +153,17 @@ def test_budget_switching_and_export(pss_run, tmp_path):
     with pytest.raises(ValueError, match="below the smallest kept subnet"):
         switch.best_for_budget(document, document["min"]["flops"] / 1e6 - 0.1)
     cfg = override(pss_tiny(), **{"export.flops": budget})
-    path = export.export_checkpoint(cfg, workdir, os.path.join(workdir, "export"))
+    path = api.export(cfg, workdir, os.path.join(workdir, "export"))
     model, variables, meta = export.load_exported(path)
     assert meta["subnet"] == Subnet.from_json(entry).to_json() and meta["flops"] == entry["flops"]
     # The exported plain subnet equals the masked supernet with the same recalibrated stats.
-    run = train.setup(cfg)
-    state, _ = train.restore_latest(run, workdir)
-    pss = pss_method.PSSNet(cfg, run.input.info)
+    pss = supernet_run.setup(cfg)
+    state, _ = checkpoint.read_checkpoint(
+        workdir, train_state.abstract_state(pss.run, pss.init()))
     subnet = Subnet.from_json(entry)
-    stats = pss.subnet_stats(run, state, subnet)
-    batch = next(run.input.eval_batches())
-    images = run.normalize(batch["image"], jnp.float32)
+    stats = pss.recalibrated_stats(state, subnet)
+    batch = next(pss.run.input.eval_batches())
+    images = pss.run.normalize(batch["image"], jnp.float32)
     masked = pss.model.apply({"params": state["params"], "batch_stats": stats}, images,
                              supernet.widths_of(pss.space.arch(subnet)), subnet.resolution,
                              train=False)
@@ -193,9 +199,9 @@ def test_profile_reports_max_and_min_flops():
     ("model.name", "resnet56", "PSS-Net supernets are"),
     ("export.flops", -1.0, "config.export.flops=-1.0")])
 def test_bad_pssnet_config_is_a_one_line_error(key, value, message):
-    from common_jax import config_check
+    from pssnet_dcff import registry
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        config_check.validate(override(pss_tiny(), **{key: value}))
+        registry.validate(override(pss_tiny(), **{key: value}))
 
 
 @pytest.mark.slow
@@ -203,13 +209,12 @@ def test_split_and_single_step_agree(pss_run):
     config, workdir, _ = pss_run
     outs = []
     for mode in ("split", "single"):
-        run = train.setup(override(pss_tiny(), **{"pssnet.step_mode": mode}))
-        state, _ = train.restore_latest(run, workdir)
-        pss = pss_method.PSSNet(run.config, run.input.info)
-        fns = pss._functions(run)
-        batch = mesh_lib.global_batch(next(run.input.train_batches(3)), run.mesh)
+        pss = supernet_run.setup(override(pss_tiny(), **{"pssnet.step_mode": mode}))
+        state, _ = checkpoint.read_checkpoint(
+            workdir, train_state.abstract_state(pss.run, pss.init()))
+        batch = mesh_lib.global_batch(next(pss.run.input.train_batches(3)), pss.run.mesh)
         mid = pss.space.subnet(24, [0.8] * 9)
-        new_state, metrics = fns.step(
+        new_state, metrics = pss.fns.step(
             state, batch, pss.widths(pss.max_subnet), (pss.widths(mid), 24),
             (pss.widths(pss.min_subnet), pss.min_subnet.resolution), mode)
         outs.append(jax.device_get((new_state["params"], metrics)))
@@ -225,19 +230,17 @@ def test_uniform_sampling_control_draws_from_the_whole_space_and_records_scores(
     at every epoch, their scores recorded in the pool of their FLOPs target when there is
     one, so that the final selection works as with prioritized sampling."""
     config = pss_tiny(**{"pssnet.sampling": "uniform", "pssnet.pool_size": 50})
-    pss = pss_method.PSSNet(config, data.DATASETS[config.dataset.name])
-    pss.fns, pss.mesh = FakeStep(), mesh_lib.data_mesh()
-    step_fn = pss.train_step(types.SimpleNamespace(epoch=lambda s: 1, total_epochs=2))
+    plan, host = sampling(config)
     drawn = []
     for t in range(60):
-        step_fn(None, None, t)
-        drawn.append(pss.pending[1:3])
-    pss.flush()
-    fmap = pss.maps["flops"]
+        draw_lib.sampled_step(plan, host, fake_step, None, None, t, 1, 2, 0)
+        drawn.append((host.pending.target, host.pending.subnet))
+    host.flush()
+    fmap = plan.maps["flops"]
     inside = [(t, s) for t, s in drawn if t is not None]
     assert 0 < len(inside) < 60  # some uniform subnets fall outside every target
     for target, subnet in inside:
-        assert float(sampler.target_of(pss.subnet_flops(subnet) / 1e6, fmap.start,
-                                       fmap.step)) == target
-    assert len(pss.pools["flops"]) == len({s for _, s in inside})
+        flops = report.costs(plan.space, subnet)["flops"]
+        assert float(sampler.target_of(flops / 1e6, fmap.start, fmap.step)) == target
+    assert len(host.pools["flops"]) == len({s for _, s in inside})
     assert len({s.resolution for _, s in drawn}) == 2  # both resolutions of the tiny space

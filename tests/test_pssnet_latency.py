@@ -4,16 +4,16 @@ pools, and switching/export by latency budget."""
 import json
 import os
 import sys
-import types
 
 import numpy as np
 import pytest
 
-from common_jax import api, config_check, data, mesh as mesh_lib
+from common_jax import data
+from pssnet_dcff import api, registry
 from conftest import ROOT, override
-from pssnet_jax import latency, method as pss_method, sampler, switch
-from pssnet_jax.space import make_space
-from test_pssnet import FakeStep, pss_tiny
+from pssnet_jax import draw as draw_lib, latency, sampler, switch
+from pssnet_jax.space import make_space, space_from_config
+from test_pssnet import fake_step, pss_tiny, sampling
 
 
 def small_space():
@@ -85,7 +85,7 @@ def test_prediction_sums_units_and_interpolates_a_grid_table_exactly(tmp_path, f
 
 
 def tiny_space():
-    return pss_method.make_space(pss_tiny(), data.DATASETS["embedded"])
+    return space_from_config(pss_tiny(), data.DATASETS["embedded"])
 
 
 def stub_table(tmp_path, monkeypatch, space) -> str:
@@ -102,48 +102,46 @@ def test_multi_constraint_pools_draw_by_pool_count_and_keep_subnets_in_their_tar
     table = stub_table(tmp_path, monkeypatch, tiny_space())
     config = pss_tiny(**{"pssnet.constraints": ("flops", "latency"), "latency.table": table,
                          "pssnet.map_samples": 3000, "latency.num_pools": 4})
-    pss = pss_method.PSSNet(config, data.DATASETS["embedded"])
-    maps = pss.sampling_maps()
-    assert list(maps) == ["flops", "latency"] and set(pss.pools) == {"flops", "latency"}
+    plan, host = sampling(config, latency.load_table(table))
+    maps = plan.maps
+    assert list(maps) == ["flops", "latency"] and set(host.pools) == {"flops", "latency"}
     counts = {name: len(m.targets) for name, m in maps.items()}
     assert counts["latency"] == 4 and counts["flops"] >= 3
-    by_name = {c.name: c for c in pss.constraints}
+    by_name = {c.name: c for c in plan.constraints}
     drawn = {"flops": 0, "latency": 0}
     for _ in range(400):
-        name, target, subnet = pss.draw(epoch=0, epochs=1)
+        name, target, subnet = draw_lib.draw(plan, host, epoch=0, epochs=1)
         drawn[name] += 1
         c = by_name[name]
         step = c.targets[2]
         assert float(sampler.target_of(c.of_subnet(subnet), c.targets[0], step)) == target
-        pss.pools[name].update(target, subnet, -1.0)
+        host.pools[name].update(target, subnet, -1.0)
     share = counts["flops"] / (counts["flops"] + counts["latency"])
     assert abs(drawn["flops"] / 400 - share) < 4 * np.sqrt(share * (1 - share) / 400)
     # Host state round trip keeps both pool sets.
-    again = pss_method.PSSNet(config, data.DATASETS["embedded"])
-    again.load_host_state(json.loads(json.dumps(pss.host_state())))
+    _, again = sampling(config, latency.load_table(table))
+    again.load_json(json.loads(json.dumps(host.to_json())))
     assert {n: p.entries for n, p in again.pools.items()} == {
-        n: p.entries for n, p in pss.pools.items()}
+        n: p.entries for n, p in host.pools.items()}
     # Host state written before pools were kept per constraint still loads.
-    single = pss_method.PSSNet(pss_tiny(), data.DATASETS["embedded"])
-    old_state = {"pools": pss.pools["flops"].to_json(), "rng": pss.host_state()["rng"],
+    _, single = sampling(pss_tiny())
+    old_state = {"pools": host.pools["flops"].to_json(), "rng": host.to_json()["rng"],
                  "pending": {"target": 4.0, "resolution": 28, "channels": [32] * 8,
                              "step": 3, "score": -1.0}}
-    single.load_host_state(json.loads(json.dumps(old_state)))
-    assert single.pools["flops"].entries == pss.pools["flops"].entries
-    assert single.pending[0] == "flops"
+    single.load_json(json.loads(json.dumps(old_state)))
+    assert single.pools["flops"].entries == host.pools["flops"].entries
+    assert single.pending.constraint == "flops"
 
 
 def test_latency_step_with_fake_device_fills_latency_pools(tmp_path, monkeypatch):
     table = stub_table(tmp_path, monkeypatch, tiny_space())
     config = pss_tiny(**{"pssnet.constraints": ("latency",), "pssnet.pool_size": 2,
                          "latency.table": table})
-    pss = pss_method.PSSNet(config, data.DATASETS["embedded"])
-    pss.fns, pss.mesh = FakeStep(), mesh_lib.data_mesh()
-    step_fn = pss.train_step(types.SimpleNamespace(epoch=lambda s: 0, total_epochs=1))
+    plan, host = sampling(config, latency.load_table(table))
     for t in range(30):
-        step_fn(None, None, t)
-    pss.flush()
-    assert list(pss.pools) == ["latency"] and len(pss.pools["latency"]) >= 8
+        draw_lib.sampled_step(plan, host, fake_step, None, None, t, 0, 1, 0)
+    host.flush()
+    assert list(host.pools) == ["latency"] and len(host.pools["latency"]) >= 8
 
 
 def test_switching_by_latency_budget():
@@ -172,7 +170,7 @@ def test_switching_by_latency_budget():
 ])
 def test_bad_latency_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
-        config_check.validate(override(pss_tiny(), **overrides))
+        registry.validate(override(pss_tiny(), **overrides))
 
 
 @pytest.mark.slow

@@ -6,24 +6,26 @@ import os
 
 import pytest
 
-from common_jax import checkpoint, export, train
+from common_jax import checkpoint, export
+from common_jax.loop import NonFiniteLoss
+from pssnet_dcff import api
 from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("reference"))
-    return train.train_and_evaluate(tiny_config(), workdir)
+    return api.train(tiny_config(), workdir).summary
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path)
-    train.train_and_evaluate(tiny_config(), workdir, stop_after=8)
+    api.train(tiny_config(), workdir, stop_after=8).summary
     exploding = tiny_config(**{"optimizer.learning_rate": 1e30})
-    with pytest.raises(train.NonFiniteLoss, match=r"training loss is (nan|inf) at step (9|1\d)"):
-        train.train_and_evaluate(exploding, workdir)
+    with pytest.raises(NonFiniteLoss, match=r"training loss is (nan|inf) at step (9|1\d)"):
+        api.train(exploding, workdir).summary
     assert checkpoint.manager(workdir, read_only=True).all_steps() == [8]
-    resumed = train.train_and_evaluate(tiny_config(), workdir)  # the good state is intact
+    resumed = api.train(tiny_config(), workdir).summary  # the good state is intact
     assert resumed["step"] == 16
 
 
@@ -44,11 +46,11 @@ def damage(path: str, how: str) -> None:
 @pytest.mark.parametrize("how", ["truncate", "garbage"])
 def test_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, reference, how, caplog):
     workdir = str(tmp_path)
-    train.train_and_evaluate(tiny_config(), workdir)
+    api.train(tiny_config(), workdir).summary
     latest = os.path.join(workdir, "checkpoints", "16")
     damage(latest, how)
     with caplog.at_level(logging.WARNING, logger="common_jax"):
-        summary = train.train_and_evaluate(tiny_config(), workdir)  # resumes from step 8
+        summary = api.train(tiny_config(), workdir).summary  # resumes from step 8
     assert any(latest in r.getMessage() and "damaged" in r.getMessage()
                for r in caplog.records)
     assert glob.glob(os.path.join(workdir, "checkpoints", "damaged-16-*"))

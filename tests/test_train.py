@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from common_jax import checkpoint, data, export, train
+from common_jax import checkpoint, data, export, run as run_lib, train as plain_train
+from pssnet_dcff import api
 from conftest import tiny_config
 
 
@@ -17,7 +18,7 @@ def trained(tmp_path_factory):
     """One tiny 16-step run shared by the tests that only read its outputs."""
     workdir = str(tmp_path_factory.mktemp("run"))
     config = tiny_config()
-    return config, workdir, train.train_and_evaluate(config, workdir)
+    return config, workdir, api.train(config, workdir).summary
 
 
 def test_run_writes_summary_metrics_and_checkpoints(trained):
@@ -42,16 +43,16 @@ def test_run_writes_summary_metrics_and_checkpoints(trained):
 def test_resume_is_exact(tmp_path, trained):
     _, _, uninterrupted = trained
     config, workdir = tiny_config(), str(tmp_path)
-    partial = train.train_and_evaluate(config, workdir, stop_after=5)
+    partial = api.train(config, workdir, stop_after=5).summary
     assert partial == {"step": 5, "finished": False, "preempted": False}
-    resumed = train.train_and_evaluate(config, workdir)
+    resumed = api.train(config, workdir).summary
     for key in ("step", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy"):
         assert resumed[key] == uninterrupted[key], key
 
 
 def test_eval_mode_reproduces_the_training_eval(trained):
     config, workdir, summary = trained
-    evaluated = train.evaluate_checkpoint(config, workdir)
+    evaluated = api.evaluate(config, workdir)
     assert evaluated["eval_loss"] == summary["eval_loss"]
     assert evaluated["eval_accuracy"] == summary["eval_accuracy"]
     assert evaluated["train_loss"] == summary["train_loss"] and evaluated["mode"] == "eval"
@@ -59,7 +60,7 @@ def test_eval_mode_reproduces_the_training_eval(trained):
 
 def test_export_loads_without_training_code_and_predicts_the_same(trained, tmp_path):
     config, workdir, summary = trained
-    path = export.export_checkpoint(config, workdir, str(tmp_path / "export"))
+    path = api.export(config, workdir, str(tmp_path / "export"))
     model, variables, meta = export.load_exported(path)
     assert meta["arch"]["family"] == "resnet_cifar" and meta["params"] == summary["params"]
     inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
@@ -76,24 +77,24 @@ def test_unfinished_checkpoint_is_never_restored(trained, tmp_path):
     with open(os.path.join(junk, "state", "garbage"), "w") as f:
         f.write("half-written")
     assert checkpoint.manager(workdir, read_only=True).latest_step() == 16
-    assert train.evaluate_checkpoint(config, workdir)["step"] == 16
+    assert api.evaluate(config, workdir)["step"] == 16
 
 
 def test_eval_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="holds no checkpoints"):
-        train.evaluate_checkpoint(tiny_config(), str(tmp_path))
+        api.evaluate(tiny_config(), str(tmp_path))
 
 
 def test_bfloat16_compute_keeps_float32_params(tmp_path):
     config = tiny_config(compute_dtype="bfloat16", num_train_steps=4)
-    summary = train.train_and_evaluate(config, str(tmp_path))
+    result = api.train(config, str(tmp_path))
+    summary, state = result.summary, result.state
     assert np.isfinite(summary["train_loss"]) and summary["step"] == 4
-    run = train.setup(config)
-    state, _ = train.restore_latest(run, str(tmp_path))
     dtypes = {x.dtype for x in jax.tree_util.tree_leaves(state["params"])}
     assert dtypes == {np.dtype("float32")}
 
 
 def test_batch_larger_than_dataset_is_rejected():
     with pytest.raises(ValueError, match="batch_size=1024 is larger than the 512"):
-        train.setup(tiny_config(batch_size=1024))
+        config = tiny_config(batch_size=1024)
+        run_lib.setup(config, plain_train.arch_of(config))

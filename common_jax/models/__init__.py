@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from common_jax.models import (googlenet_cifar, mobilenet, ops, resnet_cifar, resnet_imagenet,
                                vgg_cifar)
-from common_jax.profile import Layer
+from common_jax.profile import Layer, totals
 
 FAMILIES = {
     "resnet_cifar": resnet_cifar,
@@ -75,3 +75,8 @@ def build_model(arch: dict, dtype: str = "float32", depthwise_impl: str = "auto"
 def arch_layers(arch: dict, image_size: int) -> list[Layer]:
     """The counted layers of a description at ``image_size`` x ``image_size`` input."""
     return _family(arch).layers(arch, image_size)
+
+
+def model_costs(arch: dict, image_size: int) -> dict:
+    """Analytic ``flops``, ``flops_thop`` and ``params`` (integers) of a description."""
+    return totals(arch_layers(arch, image_size))

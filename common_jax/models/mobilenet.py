@@ -13,18 +13,29 @@ BN -> ReLU6] (absent when ``expand`` is 0) -> depthwise 3x3 -> BN -> ReLU6 -> pr
 plus the input when ``residual``. All convs are bias-free; init N(0, sqrt(2 / (k*k*C_out))),
 classifier N(0, 0.01) with zero bias. The ``small_input`` variants (28-32 px images) use a
 stride-1 stem and one stride-2 stage fewer.
+
+The structure is written once, in ``blocks`` (every block's sizes and widths) and
+``layers`` (every counted conv/BN/linear layer by its parameter name). They drive the flax
+network (``forward``, with injected conv, norm and depthwise layers), the FLOPs/params
+profile, PSS-Net's masked supernet (the same ``forward`` with a masking norm), slicing a
+subnet's variables, the vectorised FLOPs of many subnets and the latency units. Widths may
+be integers, NumPy arrays (many subnets at once) or traced scalars (a subnet's active widths
+inside a compiled step).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from common_jax.models import ops
-from common_jax.profile import Layer, bn_layer, conv_layer
+from common_jax.profile import Layer, bn_layer, conv_layer, conv_out_hw
 
 V1_POINTWISE = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
 V1_STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
@@ -63,15 +74,102 @@ def v2_arch(num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1
             "blocks": blocks}
 
 
-class MobileNet(nn.Module):
-    """Both versions; ``version`` is 1 or 2, ``blocks`` the description's block dicts."""
+VERSIONS = {"mobilenet_v1": 1, "mobilenet_v2": 2}
 
-    version: int
-    stem: int
-    stem_stride: int
-    blocks: Sequence[dict]
-    num_classes: int
-    tail: int = 0
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One block of a description at an input size: V1 depthwise-separable (``mid`` = ``cin``),
+    V2 inverted residual (``mid`` = the expansion width when ``expand``)."""
+
+    name: str
+    in_hw: Any
+    out_hw: Any
+    cin: Any
+    mid: Any
+    out: Any
+    stride: int
+    expand: bool  # V2 block with a 1x1 expansion conv
+    residual: bool  # V2: the input is added to the output
+    act_after_project: bool  # V1: ReLU6 after the pointwise conv
+
+
+def has_expand(arch: dict, block: dict) -> bool:
+    """Whether a block has an expansion conv (a V2 block whose ``expand`` is not the literal
+    0 of the description; array or traced widths always do)."""
+    width = block.get("expand", 0)
+    return arch["family"] == "mobilenet_v2" and not (
+        isinstance(width, (int, np.integer)) and width == 0)
+
+
+def blocks(arch: dict, image_size) -> list[Block]:
+    """The blocks of a description with their spatial sizes at ``image_size`` input."""
+    v2 = arch["family"] == "mobilenet_v2"
+    hw, cin, out = conv_out_hw(image_size, 3, arch["stem_stride"], 1), arch["stem"], []
+    for i, block in enumerate(arch["blocks"]):
+        expand = has_expand(arch, block)
+        out_hw = conv_out_hw(hw, 3, block["stride"], 1)
+        out.append(Block(f"block{i}", hw, out_hw, cin, block["expand"] if expand else cin,
+                         block["out"], block["stride"], expand,
+                         v2 and bool(block.get("residual")), not v2))
+        hw, cin = out_hw, block["out"]
+    return out
+
+
+def layers(arch: dict, image_size) -> list[Layer]:
+    """Every counted layer (parameter names of ``forward``) at ``image_size`` input."""
+    stem = conv_layer("stem_conv", "stem", image_size, arch["in_channels"], arch["stem"], 3,
+                      arch["stem_stride"])
+    out = [stem, bn_layer("stem_bn", "stem", stem.out_hw, arch["stem"])]
+    hw, ch = stem.out_hw, arch["stem"]
+    for b in blocks(arch, image_size):
+        name = b.name
+        if b.expand:
+            out += [conv_layer(f"{name}_expand_conv", name, b.in_hw, b.cin, b.mid, 1),
+                    bn_layer(f"{name}_expand_bn", name, b.in_hw, b.mid)]
+        out += [conv_layer(f"{name}_dw_conv", name, b.in_hw, b.mid, b.mid, 3, b.stride,
+                           groups=b.mid),
+                bn_layer(f"{name}_dw_bn", name, b.out_hw, b.mid),
+                conv_layer(f"{name}_pw_conv", name, b.out_hw, b.mid, b.out, 1),
+                bn_layer(f"{name}_pw_bn", name, b.out_hw, b.out)]
+        hw, ch = b.out_hw, b.out
+    if arch.get("tail"):
+        out += [conv_layer("tail_conv", "tail", hw, ch, arch["tail"], 1),
+                bn_layer("tail_bn", "tail", hw, arch["tail"])]
+        ch = arch["tail"]
+    return out + [Layer("avgpool", "avgpool", "head", hw, ch, 1, ch, pool_rule="adaptive"),
+                  Layer("linear", "fc", "head", 1, ch, 1, arch["num_classes"], bias=True)]
+
+
+def forward(x: jax.Array, arch: dict, *, conv: Callable, norm: Callable, depthwise: Callable,
+            dtype) -> jax.Array:
+    """The network of ``arch`` on NHWC ``x``, called inside a flax module's compact method:
+    ``conv(features, kernel, strides, name)`` and ``depthwise(strides=, name=)`` make layers,
+    ``norm(name)`` gives the normalisation of one layer (a plain BatchNorm, or PSS-Net's
+    masked one that applies the active width of that layer)."""
+    act, size = nn.relu6, x.shape[1]
+    x = act(norm("stem_bn")(conv(arch["stem"], 3, arch["stem_stride"], name="stem_conv")(x)))
+    for b in blocks(arch, size):
+        y = x
+        if b.expand:
+            y = act(norm(f"{b.name}_expand_bn")(conv(b.mid, 1, name=f"{b.name}_expand_conv")(y)))
+        y = act(norm(f"{b.name}_dw_bn")(depthwise(strides=b.stride, name=f"{b.name}_dw_conv")(y)))
+        y = norm(f"{b.name}_pw_bn")(conv(b.out, 1, name=f"{b.name}_pw_conv")(y))
+        if b.act_after_project:
+            y = act(y)
+        elif b.residual:
+            y = y + x
+        x = y
+    if arch.get("tail"):
+        x = act(norm("tail_bn")(conv(arch["tail"], 1, name="tail_conv")(x)))
+    return ops.classifier(x, arch["num_classes"], kernel_init=nn.initializers.normal(0.01),
+                          dtype=dtype, torch_bias=False)
+
+
+class MobileNet(nn.Module):
+    """Both versions from a plain-width description (``build``), with injected layers."""
+
+    arch: dict
     conv: Any = nn.Conv
     norm: Any = nn.BatchNorm
     depthwise: Any = ops.DepthwiseConv
@@ -81,57 +179,13 @@ class MobileNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
         norm = ops.batch_norm(train, self.dtype, self.norm)
-        act = nn.relu6
-        x = act(norm(name="stem_bn")(conv(self.stem, 3, self.stem_stride, name="stem_conv")(x)))
-        for i, block in enumerate(self.blocks):
-            name = f"block{i}"
-            y = x
-            if self.version == 2 and block["expand"]:
-                y = act(norm(name=f"{name}_expand_bn")(
-                    conv(block["expand"], 1, name=f"{name}_expand_conv")(y)))
-            y = self.depthwise(strides=block["stride"], dtype=self.dtype,
-                               name=f"{name}_dw_conv")(y)
-            y = act(norm(name=f"{name}_dw_bn")(y))
-            y = norm(name=f"{name}_pw_bn")(conv(block["out"], 1, name=f"{name}_pw_conv")(y))
-            if self.version == 1:
-                y = act(y)
-            elif block["residual"]:
-                y = y + x
-            x = y
-        if self.version == 2:
-            x = act(norm(name="tail_bn")(conv(self.tail, 1, name="tail_conv")(x)))
-        return ops.classifier(x, self.num_classes, kernel_init=nn.initializers.normal(0.01),
-                              dtype=self.dtype, torch_bias=False)
+        return forward(x, self.arch, conv=conv, norm=lambda name: norm(name=name),
+                       depthwise=functools.partial(self.depthwise, dtype=self.dtype),
+                       dtype=self.dtype)
 
 
 def build(arch: dict, **kwargs) -> MobileNet:
-    version = {"mobilenet_v1": 1, "mobilenet_v2": 2}[arch["family"]]
-    return MobileNet(version=version, stem=arch["stem"], stem_stride=arch["stem_stride"],
-                     blocks=arch["blocks"], num_classes=arch["num_classes"],
-                     tail=arch.get("tail", 0), **kwargs)
-
-
-def layers(arch: dict, image_size: int) -> list[Layer]:
-    version = {"mobilenet_v1": 1, "mobilenet_v2": 2}[arch["family"]]
-    stem = conv_layer("stem_conv", "stem", image_size, arch["in_channels"], arch["stem"], 3,
-                      arch["stem_stride"])
-    out = [stem, bn_layer("stem_bn", "stem", stem.out_hw, arch["stem"])]
-    hw, ch = stem.out_hw, arch["stem"]
-    for i, block in enumerate(arch["blocks"]):
-        name, group = f"block{i}", f"block{i}"
-        if version == 2 and block["expand"]:
-            out += [conv_layer(f"{name}_expand_conv", group, hw, ch, block["expand"], 1),
-                    bn_layer(f"{name}_expand_bn", group, hw, block["expand"])]
-            ch = block["expand"]
-        dw = conv_layer(f"{name}_dw_conv", group, hw, ch, ch, 3, block["stride"], groups=ch)
-        hw = dw.out_hw
-        out += [dw, bn_layer(f"{name}_dw_bn", group, hw, ch),
-                conv_layer(f"{name}_pw_conv", group, hw, ch, block["out"], 1),
-                bn_layer(f"{name}_pw_bn", group, hw, block["out"])]
-        ch = block["out"]
-    if version == 2:
-        out += [conv_layer("tail_conv", "tail", hw, ch, arch["tail"], 1),
-                bn_layer("tail_bn", "tail", hw, arch["tail"])]
-        ch = arch["tail"]
-    return out + [Layer("avgpool", "avgpool", "head", hw, ch, 1, ch, pool_rule="adaptive"),
-                  Layer("linear", "fc", "head", 1, ch, 1, arch["num_classes"], bias=True)]
+    if arch["family"] not in VERSIONS:
+        raise ValueError(f"architecture family {arch['family']!r}: expected one of "
+                         f"{list(VERSIONS)}")
+    return MobileNet(arch=arch, **kwargs)

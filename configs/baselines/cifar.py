@@ -4,7 +4,7 @@
 coupled), lr 0.1 divided by 10 at epochs 150 and 225, pad-4 crop + flip.
 """
 
-from common_jax.config_base import base_config
+from configs.base import base_config
 
 
 def cifar_config(model_name: str):

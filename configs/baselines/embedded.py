@@ -6,7 +6,7 @@
 MobileNets). Takes about 4 minutes on 2 CPU cores for the default ResNet-20.
 """
 
-from common_jax.config_base import base_config
+from configs.base import base_config
 
 
 def get_config(arg: str = "resnet20"):

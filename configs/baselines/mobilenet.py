@@ -7,7 +7,7 @@ area 0.25..1, colour jitter 0.4 and flip. The official code's PCA lighting noise
 (pssnet.md §8) and is left out.
 """
 
-from common_jax.config_base import base_config
+from configs.base import base_config
 
 
 def mobilenet_config(model_name: str):

@@ -7,7 +7,7 @@ warm-up (per step) and x0.1 at epochs 30, 60 and 80; random-resized crop + flip.
         --config.dataset.data_dir=gs://bucket/tensorflow_datasets
 """
 
-from common_jax.config_base import base_config
+from configs.base import base_config
 
 
 def get_config():

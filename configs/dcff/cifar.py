@@ -7,7 +7,7 @@ reported as ``best_eval_accuracy`` (export it with ``--config.export_from=best``
 """
 
 from configs.baselines.cifar import cifar_config
-from dcff_jax.method import dcff_section
+from configs.dcff.common import dcff_section
 
 
 def dcff_cifar_config(model_name: str, rates: str):

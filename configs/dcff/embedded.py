@@ -10,7 +10,7 @@ modes. About 2 minutes on 2 CPU cores.
 """
 
 from configs.baselines.embedded import get_config as baseline_config
-from dcff_jax.method import dcff_section
+from configs.dcff.common import dcff_section
 
 RATES = "[0.5]*9+[0.25]*3"
 

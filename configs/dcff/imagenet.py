@@ -6,7 +6,7 @@ warm-up, then 0.5 lr (1 + cos(pi (e - 5) / (E - 5))) per epoch.
 """
 
 from configs.baselines.resnet50_imagenet import get_config as resnet50_config
-from dcff_jax.method import dcff_section
+from configs.dcff.common import dcff_section
 
 
 def dcff_resnet50_config(rates: str, schedule: str):

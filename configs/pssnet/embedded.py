@@ -10,8 +10,8 @@ Selection: the top 3 of every pool on 1,000 held-out training images; test accur
     python launch.py --config=configs/pssnet/embedded.py --workdir=runs/pssnet_embedded
 """
 
-from common_jax.config_base import base_config
-from pssnet_jax.method import export_section, latency_section, pssnet_section
+from configs.base import base_config
+from configs.pssnet.common import export_section, latency_section, pssnet_section
 
 
 def get_config():

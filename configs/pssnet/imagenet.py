@@ -10,7 +10,7 @@ are compared on 10,000 held-out training images.
 """
 
 from configs.baselines.mobilenet import mobilenet_config
-from pssnet_jax.method import export_section, latency_section, pssnet_section
+from configs.pssnet.common import export_section, latency_section, pssnet_section
 
 
 def pssnet_imagenet_config(model_name: str, targets, map_tilt: int = 0):

@@ -1,6 +1,6 @@
 """The Python API: everything ``launch.py`` does, as functions for notebooks and scripts.
 
-    from common_jax import api
+    from pssnet_dcff import api
     config = api.load_config("configs/pssnet/embedded.py", num_epochs=2)
     result = api.train(config, "runs/demo")           # summary + final train state
     api.kept_subnets("runs/demo")                      # PSS-Net: the kept subnet per target
@@ -8,7 +8,8 @@
     model, variables, meta = api.load_model(path)
     logits = api.predict(model, variables, meta, images_uint8)
 
-The command line is a thin layer over these functions.
+The command line is a thin layer over these functions; each dispatches on ``config.method``
+through the registry (``pssnet_dcff/registry.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import ml_collections
 
 from common_jax import config_check, data, export as export_lib, models, profile
-from common_jax import train as training
+from pssnet_dcff import registry
+from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,24 +41,23 @@ def load_config(path: str, arg: str | None = None, *, need_latency_table: bool =
     if not os.path.exists(path):
         raise ValueError(f"config file {path!r} does not exist")
     if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # config files import configs.* and the packages
+        sys.path.insert(0, ROOT)  # config files import configs.*
     spec = importlib.util.spec_from_file_location("_config_module", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(arg) if arg is not None else module.get_config()
     for key, value in overrides.items():
-        section, *path_keys = key.split(".")
+        *parents, leaf = key.split(".")
         target = config
-        for part in [section, *path_keys][:-1]:
+        for part in parents:
             if part not in target:
                 raise ValueError(f"unknown config key {key!r}")
             target = target[part]
-        leaf = [section, *path_keys][-1]
         if leaf not in target:
             raise ValueError(f"unknown config key {key!r}")
         target[leaf] = value
     config.lock()
-    config_check.validate(config, need_latency_table)
+    registry.validate(config, need_latency_table)
     return config
 
 
@@ -71,25 +72,24 @@ class TrainResult:
 def train(config, workdir: str, stop_after: int | None = None) -> TrainResult:
     """Trains (resuming from ``workdir``'s newest checkpoint) and returns summary and state."""
     config_check.validate_workdir(workdir)
-    summary = training.train_and_evaluate(config, workdir, stop_after=stop_after)
-    state, _ = training.restore_latest(training.setup(config), workdir)
+    summary, state = registry.method(config.method).train(config, workdir, stop_after)
     return TrainResult(summary, state)
 
 
 def evaluate(config, workdir: str) -> dict:
     """Evaluates the newest checkpoint (PSS-Net: also re-runs the selection)."""
-    return training.evaluate_checkpoint(config, workdir)
+    return registry.method(config.method).evaluate_checkpoint(config, workdir)
 
 
 def profile_report(config) -> str:
     """Per-group FLOPs/params table of the config's model; the last line is the JSON totals."""
     info = data.dataset_info(config.dataset.name)
-    method = training.method_for(config)
+    arch, extra = registry.method(config.method).profiled_arch(config)
     size = data.image_size(config.dataset)
-    layers = models.arch_layers(method.arch, size)
+    layers = models.arch_layers(arch, size)
     return "\n".join([f"{config.model.name} at {size}x{size}x{info.channels}, "
                       f"{info.num_classes} classes", profile.group_table(layers),
-                      profile.profile_json(layers, **method.extra_costs)])
+                      profile.profile_json(layers, **extra)])
 
 
 def profile_totals(config) -> dict:
@@ -106,43 +106,8 @@ def export(config, workdir: str, directory: str | None = None, flops: float | No
         config = ml_collections.ConfigDict(config.to_dict())
         config.export.flops = float(flops or 0.0)
         config.export.latency_ms = float(latency_ms or 0.0)
-        config_check.validate(config)
-    return export_lib.export_checkpoint(config, workdir, directory)
-
-
-def latency_table(config, path: str | None = None, stop_after: int | None = None) -> dict:
-    """PSS-Net: measures (or continues measuring) the latency table of the config's structure
-    space on this device into ``path`` (default ``config.latency.table``); returns it."""
-    from pssnet_jax import latency, method
-    path = path or config.latency.table
-    if not path:
-        raise ValueError("the latency table needs a path: config.latency.table or --workdir")
-    space = method.make_space(config, data.dataset_info(config.dataset.name))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    lat = config.latency
-    return latency.build_table(space, path, batch=lat.batch_size, repeats=lat.repeats,
-                               max_units=lat.max_units, stop_after=stop_after,
-                               depthwise_impl=config.model.depthwise_impl,
-                               calibration_subnets=lat.calibration_subnets)
-
-
-def kept_subnets(workdir: str) -> list[dict]:
-    """PSS-Net: the min net, the kept subnet of every target and the max net, by FLOPs."""
-    from pssnet_jax import switch
-    return sorted(switch.candidates(switch.load_subnets(workdir)), key=lambda e: e["flops"])
-
-
-def subnet_for_budget(workdir: str, flops: float | None = None,
-                      latency_ms: float | None = None) -> dict:
-    """PSS-Net: the kept subnet to run under ``flops`` MFLOPs or ``latency_ms`` predicted ms
-    (ValueError below the smallest)."""
-    from pssnet_jax import switch
-    if (flops is None) == (latency_ms is None):
-        raise ValueError("give one budget: flops (MFLOPs) or latency_ms")
-    document = switch.load_subnets(workdir)
-    if latency_ms is not None:
-        return switch.best_for_budget(document, latency_ms, "latency")
-    return switch.best_for_budget(document, flops)
+        registry.validate(config)
+    return registry.method(config.method).export_checkpoint(config, workdir, directory)
 
 
 def load_model(directory: str):

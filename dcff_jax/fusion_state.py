@@ -1,0 +1,79 @@
+"""DCFF's entry of the train state and what is computed from it (../shared/papers/dcff.md
+§2.7-2.11).
+
+``state["fusion"]`` holds the fusion matrices (the ``fusion`` variable collection of the
+fused model), the last importance scores (the faithful mode keeps them when new ones are not
+finite, as the official code does), the current selection (slot -> filter index), all keyed
+like the fusion collection, and the epoch they were computed for. It is recomputed from the
+current filter banks before the first step of every epoch, checkpointed with the rest of the
+state, and not recomputed when a run resumes mid-epoch. ``fold`` turns the fused network
+into the plain compact model for export.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from common_jax.plain_step import plain_variables
+from dcff_jax import fusion
+from dcff_jax.model import FUSION, fuse
+
+
+def initial(variables: dict) -> dict:
+    """``{"fusion": ...}`` of a fresh state: the model's initial matrices, zero scores, the
+    identity selection and epoch -1 (nothing computed yet)."""
+    matrices = variables[FUSION]
+    return {"fusion": {
+        "matrix": matrices,
+        "score": jax.tree.map(lambda p: jnp.zeros(p.shape[1], jnp.float32), matrices),
+        "selection": jax.tree.map(lambda p: jnp.arange(p.shape[0], dtype=jnp.int32),
+                                  matrices),
+        "epoch": jnp.array(-1, jnp.int32)}}
+
+
+def fused_variables(state: dict, params) -> dict:
+    """What the fused model's ``apply`` takes: params, BN statistics and the matrices."""
+    return {**plain_variables(state, params), FUSION: state["fusion"]["matrix"]}
+
+
+def _bank_kernels(params, matrices):
+    """The filter banks of the fused convs, keyed like the fusion collection."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({key: flat[key[:-1] + ("kernel",)]
+                                         for key in traverse_util.flatten_dict(matrices)})
+
+
+def updated(state: dict, epoch: int, total_epochs: int, cfg) -> dict:
+    """``state`` with the fusion recomputed for ``epoch`` at the temperature T(epoch) of
+    ``cfg`` (``config.dcff``); unchanged when it was already computed for this epoch (a run
+    resumed mid-epoch keeps the checkpointed matrices)."""
+    old = state["fusion"]
+    if int(old["epoch"]) == epoch:
+        return state
+    temp, t = fusion.schedule_values(epoch, total_epochs, cfg)
+    matrices, scores, selections = fusion.update_all(
+        _bank_kernels(state["params"], old["matrix"]), old["score"], old["selection"],
+        jnp.asarray(int(old["epoch"]) < 0), temp, t, mode=cfg.mode)
+    new = {"matrix": matrices, "score": scores, "selection": selections,
+           "epoch": jnp.asarray(epoch, jnp.int32)}
+    new = jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), new, old)
+    return dict(state, fusion=new)
+
+
+def fold(params, matrices):
+    """Params of the plain compact model: fused kernels ``W F^T`` and biases ``F b``."""
+    flat = dict(traverse_util.flatten_dict(params))
+    for key, matrix in traverse_util.flatten_dict(matrices).items():
+        layer = key[:-1]
+        flat[layer + ("kernel",)] = fuse(flat[layer + ("kernel",)], matrix)
+        if layer + ("bias",) in flat:
+            flat[layer + ("bias",)] = matrix @ flat[layer + ("bias",)]
+    return traverse_util.unflatten_dict(flat)
+
+
+def compact_variables(state: dict) -> dict:
+    """Variables of the exported compact model (fusion folded into the kernels)."""
+    return {"params": fold(state["params"], state["fusion"]["matrix"]),
+            "batch_stats": state["batch_stats"]}

@@ -1,0 +1,1 @@
+"""The project's front door: the method registry and the Python API (``pssnet_dcff.api``)."""

@@ -1,0 +1,101 @@
+"""The PSS-Net trainer (../shared/papers/pssnet.md §5-9).
+
+Reads top to bottom: set up (``supernet_run.setup``) -> restore the train state and the host
+state (pools, sampler generator, pending score; ``host_state.py``) or start fresh -> for each
+step: draw the middle subnet (``draw.py``), run the compiled three-subnet step (max net +
+middle + min net; ``step.py``), record its score (the previous step's score enters its pool
+now that this step is dispatched), then log / evaluate the max net / checkpoint / preemption
+-> flush the last score, select the kept subnet of every pool (``selection.py``) -> summary.
+This module is the ``pssnet`` entry of ``pssnet_dcff/registry.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from common_jax import checkpoint, compilation_cache, data, train_state
+from common_jax.loop import Loop, write_eval_summary
+from pssnet_jax import report, selection, subnet_export, supernet_run
+from pssnet_jax.draw import sampled_step
+from pssnet_jax.host_state import HostState
+from pssnet_jax.space import space_from_config
+from pssnet_jax.validation import validate  # noqa: F401  (the registry's entry point)
+
+
+def profiled_arch(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+    """The max net's description and the min net's FLOPs (``min_flops``)."""
+    space = space_from_config(config, data.dataset_info(config.dataset.name))
+    return space.full_arch, {"min_flops": report.costs(space, space.min_subnet())["flops"]}
+
+
+def fresh_host_state(pss: supernet_run.SupernetRun) -> HostState:
+    cfg = pss.config.pssnet
+    return HostState.fresh(pss.plan.targets(), cfg.pool_size, cfg.ema, pss.config.seed)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None):
+    """(summary, final state) of PSS-Net training in ``workdir`` (resumes its checkpoints)."""
+    with compilation_cache.CompileStats() as compiles:
+        pss = supernet_run.setup(config)
+        run, cfg, init = pss.run, config.pssnet, pss.init()
+        loop = Loop(run, workdir, compiles, stop_after)
+        restored = loop.restore(train_state.abstract_state(run, init))
+        state = restored[0] if restored else train_state.init_state(run, init)
+        host = fresh_host_state(pss)
+        if restored and restored[1]:
+            host.load_json(restored[1])
+        costs = pss.costs()
+        loop.log_plan(costs)
+        max_widths = pss.widths(pss.max_subnet)
+        low = (pss.widths(pss.min_subnet), pss.min_subnet.resolution)
+
+        def step_fn(state, batch, subnet):
+            return pss.fns.step(state, batch, max_widths, (pss.widths(subnet),
+                                subnet.resolution), low, cfg.step_mode)
+
+        while loop.running():
+            state, metrics = sampled_step(pss.plan, host, step_fn, state, loop.next_batch(),
+                                          loop.step, run.epoch(loop.step), run.total_epochs,
+                                          pss.min_subnet.resolution)
+            loop.after_step(metrics)
+            if loop.eval_due():
+                loop.record_eval(state, pss.max_net_eval(state), host.to_json)
+            if loop.checkpoint_due():
+                loop.save(state, host.to_json())
+        stopped = loop.close()
+        if stopped:
+            return stopped, state
+        if not loop.eval_metrics:  # resumed at the very end: evaluate the final state again
+            loop.eval_metrics = pss.max_net_eval(state)
+        host.flush()
+        kept = selection.select_and_report(pss, host, state, workdir)
+        return loop.write_summary(costs, kept), state
+
+
+def _restored(config, workdir: str, which: str):
+    pss = supernet_run.setup(config)
+    state, host_json = checkpoint.read_checkpoint(
+        workdir, train_state.abstract_state(pss.run, pss.init()), which)
+    host = fresh_host_state(pss)
+    if host_json.get("method"):
+        host.load_json(host_json["method"])
+    return pss, state, host, host_json
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Evaluates the max net of the newest checkpoint and re-runs the selection."""
+    pss, state, host, host_json = _restored(config, workdir, "latest")
+    metrics = pss.max_net_eval(state)
+    host.flush()
+    kept = selection.select_and_report(pss, host, state, workdir)
+    return write_eval_summary(config, workdir, host_json, metrics, pss.costs(), kept)
+
+
+def export_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                      directory: str | None = None) -> str:
+    """Exports the best kept subnet for ``config.export``'s budget (``subnet_export.py``)."""
+    pss, state, _, _ = _restored(config, workdir, config.export_from)
+    return subnet_export.export_for_budget(pss, state, workdir,
+                                           directory or os.path.join(workdir, "export"))
