@@ -134,7 +134,7 @@ def pss_case(name, path, dtype, batch, args, eval_images) -> tuple[dict, dict]:
 
     def step_fn(state, batch, step):  # as the trainer runs it: draw, step, pool update
         return draw_lib.sampled_step(pss.plan, host, subnet_step, state, batch, step, 1, 2,
-                                     pss.min_subnet.resolution)
+                                     pss.min_subnet.resolution)[:2]
 
     start = time.perf_counter()
     for resolution in pss.space.resolutions:  # every middle resolution compiles once

@@ -10,6 +10,7 @@ loop.py          Loop: resume, log, evaluate, checkpoint, preemption, summary.js
 train.py         the baseline trainer (also trains DCFF's scratch control)
 evaluation.py    per-batch eval sums and their accumulation
 losses.py        cross-entropy
+paths.py         the path layer: local paths and gs:// URLs alike (etils.epath)
 files.py         JSON written atomically, config.json
 checkpoint.py    orbax checkpoints with JSON host state
 export.py        exported models: write, load without training code, predict

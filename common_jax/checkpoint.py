@@ -12,40 +12,49 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as preservation
+
+from common_jax import paths
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "host")
 CHECKPOINTS = "checkpoints"
-BEST = "best_checkpoint"  # the best-eval state (config.keep_best_checkpoint)
 
 
-def checkpoint_dir(workdir: str, name: str = CHECKPOINTS) -> str:
-    return os.path.join(os.path.abspath(workdir), name)
+def checkpoint_dir(workdir: str) -> str:
+    return paths.join(paths.absolute(workdir), CHECKPOINTS)
 
 
 def manager(workdir: str, keep: int = 3, async_save: bool = True, read_only: bool = False,
-            name: str = CHECKPOINTS) -> ocp.CheckpointManager:
-    """The manager of ``<workdir>/<name>/`` keeping the newest ``keep`` checkpoints."""
+            keep_best: bool = False) -> ocp.CheckpointManager:
+    """The manager of ``<workdir>/checkpoints/``: keeps the newest ``keep`` checkpoints and,
+    with ``keep_best``, the one saved with the highest ``eval_accuracy`` metric (orbax
+    preservation policies; only checkpoints of a new best eval carry that metric)."""
+    policy = preservation.LatestN(n=keep)
+    if keep_best:
+        policy = preservation.AnyPreservationPolicy(policies=[policy, preservation.BestN(
+            get_metric_fn=lambda metrics: metrics["eval_accuracy"], n=1,
+            keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
-        create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(checkpoint_dir(workdir, name), options=options,
-                                 item_names=ITEMS)
+        preservation_policy=None if read_only else policy,
+        save_interval_steps=0 if read_only else 1, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, host: dict) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, state, host: dict,
+         metrics: dict | None = None) -> None:
     """Saves (asynchronously when the manager is async). The host state is serialised here,
     so later changes to the objects it refers to cannot leak into the checkpoint."""
     snapshot = json.loads(json.dumps(host))
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            host=ocp.args.JsonSave(snapshot)), force=True)
+                                            host=ocp.args.JsonSave(snapshot)),
+              metrics=metrics, force=True)
 
 
 def latest_step(mngr: ocp.CheckpointManager) -> int | None:
@@ -70,7 +79,7 @@ def restore_newest_good(mngr: ocp.CheckpointManager, abstract_state, quarantine:
         try:
             return restore(mngr, step, abstract_state)
         except Exception as error:  # noqa: BLE001 - any failure means "unusable"
-            path = os.path.join(str(mngr.directory), str(step))
+            path = paths.join(mngr.directory, str(step))
             log.warning("checkpoint %s is damaged and is skipped (%s: %s)", path,
                         type(error).__name__, " ".join(str(error).split())[:300])
             if quarantine:
@@ -80,8 +89,8 @@ def restore_newest_good(mngr: ocp.CheckpointManager, abstract_state, quarantine:
 
 def _quarantine(mngr: ocp.CheckpointManager, path: str, step: int) -> None:
     if jax.process_index() == 0:
-        target = os.path.join(os.path.dirname(path), f"damaged-{step}-{int(time.time())}")
-        os.rename(path, target)
+        target = paths.join(mngr.directory, f"damaged-{step}-{int(time.time())}")
+        paths.rename(path, target)
         log.warning("moved the damaged checkpoint to %s", target)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -91,17 +100,23 @@ def _quarantine(mngr: ocp.CheckpointManager, path: str, step: int) -> None:
 
 def read_checkpoint(workdir: str, abstract_state, which: str = "latest"):
     """(state, host) for eval and export: ``which='latest'`` reads the newest checkpoint,
-    ``'best'`` the best-eval one (``config.keep_best_checkpoint``); ValueError if the workdir
-    has none. Nothing is moved or deleted."""
-    name = BEST if which == "best" else CHECKPOINTS
-    if not os.path.isdir(checkpoint_dir(workdir, name)):
-        raise ValueError(f"--workdir={workdir!r} holds no {name}/; "
-                         + ("train with --config.keep_best_checkpoint=True first"
-                            if which == "best" else "train first"))
-    mngr = manager(workdir, read_only=True, name=name)
-    restored = restore_newest_good(mngr, abstract_state, quarantine=False)
-    mngr.close()
-    if restored is None:
-        raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in {name}/; "
-                         f"train first")
+    ``'best'`` the one of the best eval so far (``config.keep_best_checkpoint``, recorded in
+    the newest checkpoint's host state); ValueError if the workdir has none. Nothing is
+    moved or deleted."""
+    if not paths.isdir(checkpoint_dir(workdir)):
+        raise ValueError(f"--workdir={workdir!r} holds no {CHECKPOINTS}/; train first")
+    mngr = manager(workdir, read_only=True)
+    try:
+        restored = restore_newest_good(mngr, abstract_state, quarantine=False)
+        if restored is None:
+            raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in "
+                             f"{CHECKPOINTS}/; train first")
+        if which == "best":
+            best = restored[1].get("best", {}).get("step")
+            if best is None or best not in mngr.all_steps():
+                raise ValueError(f"--workdir={workdir!r} holds no best-eval checkpoint; "
+                                 f"train with --config.keep_best_checkpoint=True first")
+            restored = restore(mngr, best, abstract_state)
+    finally:
+        mngr.close()
     return restored

@@ -15,6 +15,8 @@ import os
 import jax
 import jax.monitoring
 
+from common_jax import paths
+
 log = logging.getLogger(__name__)
 _enabled: list = []
 _REQUESTS = "/jax/compilation_cache/compile_requests_use_cache"
@@ -32,7 +34,7 @@ def enable(setting: str) -> str | None:
         return None
     path = setting or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
     if _enabled != [path]:
-        os.makedirs(path, exist_ok=True)
+        paths.makedirs(path)
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         _enabled[:] = [path]

@@ -7,9 +7,7 @@ checks that need the dataset size or the device count run in ``common_jax.run.se
 
 from __future__ import annotations
 
-import os
-
-from common_jax import data, models, optim
+from common_jax import data, models, optim, paths
 from common_jax.data.memory import AUGMENTATIONS
 
 
@@ -39,10 +37,15 @@ def validate(config) -> None:
         _positive_int(config, key, allow_zero=True)
     _require(config.num_epochs > 0 or config.num_train_steps > 0,
              "config.num_epochs and config.num_train_steps are both 0; set one of them > 0")
+    steps = tuple(config.profile_steps)
+    _require(len(steps) == 2 and all(isinstance(v, int) and v >= 0 for v in steps)
+             and steps[0] <= steps[1],
+             f"config.profile_steps={steps!r}: expected (start, stop) with 0 <= start <= stop "
+             f"(steps start+1..stop are traced; (0, 0) = off)")
     _one_of("compute_dtype", config.compute_dtype, models.DTYPES)
     _one_of("export_from", config.export_from, ("final", "best"))
     if config.init_from:
-        _require(os.path.exists(os.path.join(config.init_from, "model.json")),
+        _require(paths.exists(paths.join(config.init_from, "model.json")),
                  f"config.init_from={config.init_from!r} is not an exported model (no "
                  f"model.json)")
     _require(config.export_from == "final" or config.keep_best_checkpoint,
@@ -82,5 +85,12 @@ def validate(config) -> None:
 
 
 def validate_workdir(workdir: str) -> None:
-    _require(not os.path.exists(workdir) or os.path.isdir(workdir),
+    if paths.is_url(workdir):  # object stores have no files that block a folder name
+        return
+    _require(not paths.exists(workdir) or paths.isdir(workdir),
              f"--workdir={workdir!r} is a file; expected a directory (it is created if missing)")
+
+
+def override_type_error(key: str, value, expected: str) -> str:
+    """The one-line message for an override of the wrong type (command line and Python API)."""
+    return f"config.{key}={value}: expected {expected}, the type of this key in the config"

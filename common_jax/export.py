@@ -9,13 +9,12 @@ loads and runs without the code that trained it (no pickles).
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from common_jax import data, models
+from common_jax import data, models, paths
 from common_jax.models import ops
 
 FORMAT_VERSION = 1
@@ -24,32 +23,30 @@ FORMAT_VERSION = 1
 def export_model(directory: str, arch: dict, variables: dict, *, image_size: int,
                  info: data.DatasetInfo, extra: dict | None = None) -> str:
     """Writes the model to ``directory`` (replacing an older export there)."""
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    directory = paths.absolute(directory)
+    paths.makedirs(directory)
     meta = {"format_version": FORMAT_VERSION, "arch": arch, "image_size": image_size,
             "mean": list(info.mean), "std": list(info.std), **(extra or {})}
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(directory, "variables"), jax.device_get(variables), force=True)
+        ckptr.save(paths.join(directory, "variables"), jax.device_get(variables), force=True)
     if jax.process_index() == 0:
-        with open(os.path.join(directory, "model.json"), "w") as f:
-            json.dump(meta, f, indent=2)
+        paths.write_text(paths.join(directory, "model.json"), json.dumps(meta, indent=2))
     return directory
 
 
 def load_exported(directory: str, dtype: str = "float32"):
     """(module, variables, meta) of an exported model; ValueError naming what is missing or
     damaged."""
-    path = os.path.join(directory, "model.json")
-    if not os.path.exists(path):
+    path = paths.join(directory, "model.json")
+    if not paths.exists(path):
         raise ValueError(f"{directory!r} is not an exported model: model.json is missing")
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = json.loads(paths.read_text(path))
         model = models.build_model(meta["arch"], dtype=dtype)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); export the "
                          f"model again") from None
-    variables_dir = os.path.join(os.path.abspath(directory), "variables")
+    variables_dir = paths.join(paths.absolute(directory), "variables")
     try:
         with ocp.StandardCheckpointer() as ckptr:
             variables = ckptr.restore(variables_dir)

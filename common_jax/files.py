@@ -4,33 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import jax
 import ml_collections
+
+from common_jax import paths
 
 log = logging.getLogger(__name__)
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Writes JSON atomically (temp file + rename), from process 0 only."""
+    """Writes JSON atomically (``paths.write_text``), from process 0 only."""
     if jax.process_index() != 0:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    paths.write_text(path, json.dumps(payload, indent=2) + "\n")
     log.info("wrote %s", path)
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Saves config.json; warns about keys that differ from the one a resumed run used."""
-    path = os.path.join(workdir, "config.json")
+    path = paths.join(workdir, "config.json")
     current = json.loads(config.to_json())
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    if paths.exists(path):
+        previous = json.loads(paths.read_text(path))
         flat_prev, flat_cur = _flatten(previous), _flatten(current)
         changed = sorted(k for k in set(flat_prev) | set(flat_cur)
                          if flat_prev.get(k) != flat_cur.get(k))

@@ -25,13 +25,13 @@ import hashlib
 import json
 import logging
 import math
-import os
+import tempfile
 import time
 from typing import Callable
 
 import jax
 
-from common_jax import checkpoint, files, mesh as mesh_lib
+from common_jax import checkpoint, files, mesh as mesh_lib, paths
 from common_jax.metrics import MetricWriter
 from common_jax.preemption import Preemption
 from common_jax.run import Run
@@ -82,28 +82,28 @@ def digest(payload) -> str:
 class Loop:
     """Step counter, metric window, evaluation and checkpoint cadence of one training run.
 
-    ``config.keep_best_checkpoint`` also keeps the state of the best eval accuracy so far
-    (``<workdir>/best_checkpoint``), which is how the official DCFF code selects models (on
-    the test set); the summary then reports ``best_eval_accuracy`` too."""
+    ``config.keep_best_checkpoint`` also keeps the checkpoint of the best eval accuracy so
+    far (one manager, ``checkpoint.manager``), which is how the official DCFF code selects
+    models (on the test set); the summary then reports ``best_eval_accuracy`` too."""
 
     def __init__(self, run: Run, workdir: str, compiles, stop_after: int | None = None):
         config = self.config = run.config
         self.run, self.workdir, self.compiles = run, workdir, compiles
-        os.makedirs(workdir, exist_ok=True)
+        paths.makedirs(workdir)
         files.record_config(workdir, config)
         self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
         self.mngr = checkpoint.manager(workdir, config.keep_checkpoints,
-                                       config.async_checkpoints)
-        self.best_mngr = (checkpoint.manager(workdir, 1, config.async_checkpoints,
-                                             name=checkpoint.BEST)
-                          if config.keep_best_checkpoint else None)
+                                       config.async_checkpoints,
+                                       keep_best=config.keep_best_checkpoint)
         self.start = time.perf_counter()
         self.window, self.step, self.best, self.eval_metrics = TrainWindow(), 0, {}, {}
         self.end = run.total_steps if stop_after is None else min(stop_after, run.total_steps)
         self.eval_every = config.eval_every_steps or run.steps_per_epoch
         self.ckpt_every = config.checkpoint_every_steps or run.steps_per_epoch
         self.preemption, self.preempted = Preemption(), False
-        self._batches = None
+        self._batches, self.tracing = None, False
+        self.steady_start, self.steady_step = self.start, 0
+        self.writer.text("config", "```\n" + config.to_json(indent=2) + "\n```")
 
     def restore(self, abstract) -> tuple | None:
         """(state, method host state) of the newest good checkpoint, or None."""
@@ -135,26 +135,65 @@ class Loop:
             self._batches = self.run.input.train_batches(self.step)
         return mesh_lib.global_batch(next(self._batches), self.run.mesh)
 
-    def after_step(self, metrics: dict) -> None:
-        """Counts the step; logs the first one (compiles) and every ``log_every_steps``."""
+    def after_step(self, metrics: dict) -> bool:
+        """Counts the step; logs the first one (compiles) and every ``log_every_steps`` (step,
+        loss, images/s, ETA); starts and stops the profiler trace. True on a log step (the
+        trainer may add its own scalars with ``write_scalars``)."""
         self.step += 1
         step = self.step
         self.window.add(step, metrics)
+        self._profile(step)
         if step == self.resumed_at + 1:  # throughput is measured from here on, no compiles
             jax.block_until_ready(metrics)
             log.info("first step done %.1f s after start; %s", time.perf_counter() - self.start,
                      self.compiles.line())
             self._restart_clock()
-        if step % self.config.log_every_steps == 0 or step == self.run.total_steps:
+            self.steady_start, self.steady_step = self.tic, step
+        logged = step % self.config.log_every_steps == 0 or step == self.run.total_steps
+        if logged:
             lr = float(metrics["learning_rate"])
             last = self.window.flush()
-            rate = ((step - self.window_start) * self.config.batch_size
-                    / (time.perf_counter() - self.tic))
-            log.info("step %d/%d | epoch %d | loss %.4f | acc %.4f | lr %.5f | %.0f img/s",
-                     step, self.run.total_steps, self.run.epoch(step - 1),
-                     last["train_loss"], last["train_accuracy"], lr, rate)
+            now = time.perf_counter()
+            rate = (step - self.window_start) * self.config.batch_size / (now - self.tic)
+            log.info("step %d/%d | epoch %d | loss %.4f | acc %.4f | lr %.5f | %.0f img/s | "
+                     "ETA %s", step, self.run.total_steps, self.run.epoch(step - 1),
+                     last["train_loss"], last["train_accuracy"], lr, rate, self._eta(now))
             self.writer.write(step, {**last, "learning_rate": lr, "images_per_s": rate})
             self._restart_clock()
+        return logged
+
+    def _eta(self, now: float) -> str:
+        """Time left at the mean step time since the first step (compiles excluded)."""
+        done = self.step - self.steady_step
+        if done <= 0:
+            return "?"
+        seconds = int((now - self.steady_start) / done * (self.run.total_steps - self.step))
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+            f"{seconds // 60}m{seconds % 60:02d}s")
+
+    def _profile(self, step: int) -> None:
+        """A ``jax.profiler`` trace of steps (start, stop] of ``config.profile_steps`` in
+        ``<workdir>/profile`` (TensorBoard's profile tab reads it)."""
+        start, stop = self.config.profile_steps
+        if start < stop and step == start + 1 and jax.process_index() == 0:
+            self.trace_dir = (tempfile.mkdtemp(prefix="profile-") if paths.is_url(self.workdir)
+                              else paths.join(self.workdir, "profile"))
+            jax.profiler.start_trace(self.trace_dir)
+            self.tracing = True
+        if self.tracing and step >= stop:
+            self._stop_trace()
+            log.info("profiler trace of steps %d-%d in %s", start + 1, stop,
+                     paths.join(self.workdir, "profile"))
+
+    def _stop_trace(self) -> None:
+        jax.profiler.stop_trace()
+        self.tracing = False
+        if paths.is_url(self.workdir):  # traced locally, copied to the object store
+            paths.copy_tree(self.trace_dir, paths.join(self.workdir, "profile"))
+
+    def write_scalars(self, scalars: dict) -> None:
+        """Extra scalars of the method at the current step (metrics.jsonl and TensorBoard)."""
+        self.writer.write(self.step, {k: float(v) for k, v in scalars.items()})
 
     def _restart_clock(self) -> None:
         self.tic, self.window_start = time.perf_counter(), self.step
@@ -168,12 +207,12 @@ class Loop:
         log.info("eval at step %d | loss %.4f | accuracy %.4f", step, metrics["eval_loss"],
                  metrics["eval_accuracy"])
         self.writer.write(step, metrics)
-        if self.best_mngr and metrics["eval_accuracy"] > self.best.get("eval_accuracy", -1.0):
+        if (self.config.keep_best_checkpoint
+                and metrics["eval_accuracy"] > self.best.get("eval_accuracy", -1.0)):
             self.best = {"eval_accuracy": metrics["eval_accuracy"], "step": step}
-            if step not in self.best_mngr.all_steps():  # else saved before a crash: identical
-                checkpoint.save(self.best_mngr, step, state, self._host(host_json()))
-                # Two managers finalising at once collide in orbax's multi-host barriers.
-                self.best_mngr.wait_until_finished()
+            if step not in self.mngr.all_steps():  # else saved before a crash: identical
+                checkpoint.save(self.mngr, step, state, self._host(host_json()),
+                                metrics={"eval_accuracy": metrics["eval_accuracy"]})
         self._restart_clock()
 
     def checkpoint_due(self) -> bool:
@@ -182,6 +221,8 @@ class Loop:
         return self.step % self.ckpt_every == 0 or self.step == self.end or self.preempted
 
     def save(self, state, method_host: dict) -> None:
+        if self.step in self.mngr.all_steps():  # saved as a new best eval at this step
+            return
         host = self._host(method_host)
         checkpoint.save(self.mngr, self.step, state, host)
         log.info("checkpoint at step %d (method host state %s)", self.step,
@@ -196,11 +237,11 @@ class Loop:
     def close(self) -> dict | None:
         """Waits for pending checkpoints; None when training is complete, else the
         ``{"step", "finished": False, "preempted"}`` result of a stopped invocation."""
+        if self.tracing:
+            self._stop_trace()
         self.preemption.close()
-        for manager in (self.mngr, self.best_mngr):
-            if manager:
-                manager.wait_until_finished()
-                manager.close()
+        self.mngr.wait_until_finished()
+        self.mngr.close()
         self.writer.close()
         log.info("compilation: %s", self.compiles.line())
         if self.step >= self.run.total_steps:
@@ -222,7 +263,7 @@ class Loop:
         if self.best:
             summary.update(best_eval_accuracy=self.best["eval_accuracy"],
                            best_step=self.best["step"])
-        files.write_json(os.path.join(self.workdir, "summary.json"), summary)
+        files.write_json(paths.join(self.workdir, "summary.json"), summary)
         return summary
 
 
@@ -235,5 +276,5 @@ def write_eval_summary(config, workdir: str, host: dict, metrics: dict, costs: d
     summary = {"step": int(host["step"]), **host.get("last_train", {}), **metrics, **costs,
                "mode": "eval", "model": config.model.name, "dataset": config.dataset.name,
                **(extra or {})}
-    files.write_json(os.path.join(workdir, "summary.json"), summary)
+    files.write_json(paths.join(workdir, "summary.json"), summary)
     return summary

@@ -10,11 +10,11 @@ This module is the ``baseline`` entry of the method registry (``pssnet_dcff/regi
 from __future__ import annotations
 
 import logging
-import os
 
 import ml_collections
 
-from common_jax import checkpoint, compilation_cache, data, export, models, train_state
+from common_jax import (checkpoint, compilation_cache, data, export, models, paths,
+                        train_state)
 from common_jax import run as run_lib
 from common_jax.loop import Loop, write_eval_summary
 from common_jax.plain_step import (compile_logged, evaluate_split, make_eval_step,
@@ -108,7 +108,7 @@ def export_checkpoint_of(config, arch: dict, workdir: str, directory: str | None
     """Exports the newest (or, with ``config.export_from='best'``, the best-eval) state of
     the network of ``arch`` as a plain model (default ``<workdir>/export``)."""
     run, state, host = _restored(config, arch, workdir, config.export_from)
-    return export.export_trained(directory or os.path.join(workdir, "export"), arch,
+    return export.export_trained(directory or paths.join(workdir, "export"), arch,
                                  plain_variables(state, state["params"]), run, host["step"])
 
 

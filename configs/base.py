@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.keep_best_checkpoint = False  # also keep the best-eval state (selects on the eval split)
     c.export_from = "final"  # --mode=export source: 'final' or 'best' (needs the above)
+    c.profile_steps = (0, 0)  # (start, stop): trace steps start+1..stop into workdir/profile
     c.init_from = ""  # an exported model of the same architecture to start from (fine-tuning)
 
     c.dataset = ml_collections.ConfigDict()

@@ -62,6 +62,16 @@ def updated(state: dict, epoch: int, total_epochs: int, cfg) -> dict:
     return dict(state, fusion=new)
 
 
+def update_diagnostics(old: dict, new: dict, epoch: int, total_epochs: int, cfg) -> dict:
+    """TensorBoard scalars of a fusion update: the temperature T(epoch) and how many kept
+    slots changed their selected filter (every slot at the first update)."""
+    temp, _ = fusion.schedule_values(epoch, total_epochs, cfg)
+    before, after = jax.device_get((old["selection"], new["selection"]))
+    changed = sum(int((a != b).sum()) for a, b in zip(jax.tree.leaves(before),
+                                                       jax.tree.leaves(after)))
+    return {"fusion_temperature": float(temp), "fusion_selections_changed": changed}
+
+
 def fold(params, matrices):
     """Params of the plain compact model: fused kernels ``W F^T`` and biases ``F b``."""
     flat = dict(traverse_util.flatten_dict(params))

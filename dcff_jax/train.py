@@ -11,11 +11,10 @@ description). This module is the ``dcff`` entry of ``pssnet_dcff/registry.py``.
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
-from common_jax import checkpoint, compilation_cache, data, export, models, train_state
+from common_jax import (checkpoint, compilation_cache, data, export, models, paths,
+                        train_state)
 from common_jax import run as run_lib, train as plain_train
 from common_jax.loop import Loop, write_eval_summary
 from common_jax.plain_step import (compile_logged, evaluate_split, make_eval_step,
@@ -61,8 +60,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         eval_step, step_fn = make_eval_step(run, model, variables), None
         while loop.running():
             if loop.step % run.steps_per_epoch == 0 or loop.step == loop.resumed_at:
-                state = fusion_state.updated(state, run.epoch(loop.step), run.total_epochs,
-                                             config.dcff)
+                epoch, before = run.epoch(loop.step), state["fusion"]
+                state = fusion_state.updated(state, epoch, run.total_epochs, config.dcff)
+                if state["fusion"] is not before:
+                    loop.write_scalars(fusion_state.update_diagnostics(
+                        before, state["fusion"], epoch, run.total_epochs, config.dcff))
             batch = loop.next_batch()
             step_fn = step_fn or compile_logged(
                 "train step", make_train_step(run, model, variables), state, batch)
@@ -103,5 +105,5 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     if config.dcff.mode == "scratch":
         return plain_train.export_checkpoint_of(config, compact(config)[0], workdir, directory)
     arch, run, _, state, host = _restored(config, workdir, config.export_from)
-    return export.export_trained(directory or os.path.join(workdir, "export"), arch,
+    return export.export_trained(directory or paths.join(workdir, "export"), arch,
                                  fusion_state.compact_variables(state), run, host["step"])

@@ -14,34 +14,28 @@ through the registry (``pssnet_dcff/registry.py``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
-import os
+import logging
 import sys
 from typing import Any
 
 import ml_collections
 
 from common_jax import config_check, data, export as export_lib, models, profile
-from pssnet_dcff import registry
+from pssnet_dcff import config_files, registry
 from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def load_config(path: str, arg: str | None = None, *, need_latency_table: bool = True,
                 **overrides) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file, with dotted-key ``overrides``
     (``**{"optimizer.learning_rate": 0.05}`` or ``num_epochs=2``), locked and validated
     (``need_latency_table=False``: a PSS-Net latency table it names may not exist yet).
-    Relative paths are taken from the current directory, then from the project root."""
-    if not os.path.exists(path) and os.path.exists(os.path.join(ROOT, path)):
-        path = os.path.join(ROOT, path)
-    if not os.path.exists(path):
-        raise ValueError(f"config file {path!r} does not exist")
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # config files import configs.*
+    Relative paths are taken from the current directory, then from this checkout, then from
+    the installed copy (``pssnet_dcff/config_files.py``)."""
+    path = config_files.resolve(path)
     spec = importlib.util.spec_from_file_location("_config_module", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -55,7 +49,11 @@ def load_config(path: str, arg: str | None = None, *, need_latency_table: bool =
             target = target[part]
         if leaf not in target:
             raise ValueError(f"unknown config key {key!r}")
-        target[leaf] = value
+        try:
+            target[leaf] = value
+        except TypeError:
+            raise ValueError(config_check.override_type_error(
+                key, value, type(target[leaf]).__name__)) from None
     config.lock()
     registry.validate(config, need_latency_table)
     return config
@@ -69,11 +67,44 @@ class TrainResult:
     state: Any
 
 
-def train(config, workdir: str, stop_after: int | None = None) -> TrainResult:
-    """Trains (resuming from ``workdir``'s newest checkpoint) and returns summary and state."""
+def train(config, workdir: str, stop_after: int | None = None,
+          verbose: bool = True) -> TrainResult:
+    """Trains (resuming from ``workdir``'s newest checkpoint) and returns summary and state.
+    ``verbose``: the log lines (step/total, loss, images/s, ETA, evaluations) go to stdout
+    while it runs, e.g. in a notebook, unless the caller configured logging itself."""
     config_check.validate_workdir(workdir)
-    summary, state = registry.method(config.method).train(config, workdir, stop_after)
+    with progress_lines(verbose):
+        summary, state = registry.method(config.method).train(config, workdir, stop_after)
     return TrainResult(summary, state)
+
+
+PROJECT_LOGGERS = ("common_jax", "pssnet_jax", "dcff_jax")
+
+
+@contextlib.contextmanager
+def progress_lines(verbose: bool = True):
+    """Prints the project's INFO log lines to stdout inside the block, unless ``verbose`` is
+    False or the root logger has handlers of the caller's (absl's default one aside)."""
+    configured = [h for h in logging.getLogger().handlers
+                  if type(h).__name__ != "ABSLHandler"]
+    if not verbose or configured:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
+    saved = [(logger, logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # absl's root handler would print the lines again
+    try:
+        yield
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def evaluate(config, workdir: str) -> dict:

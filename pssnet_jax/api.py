@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from common_jax import data
+from common_jax import data, paths
 from pssnet_jax import latency, switch
 from pssnet_jax.space import space_from_config
 
@@ -17,7 +17,7 @@ def latency_table(config, path: str | None = None, stop_after: int | None = None
     if not path:
         raise ValueError("the latency table needs a path: config.latency.table or --workdir")
     space = space_from_config(config, data.dataset_info(config.dataset.name))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    paths.makedirs(os.path.dirname(paths.absolute(path)))
     lat = config.latency
     return latency.build_table(space, path, batch=lat.batch_size, repeats=lat.repeats,
                                max_units=lat.max_units, stop_after=stop_after,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pssnet_jax import constraints as constraints_lib, sampler
+from pssnet_jax import constraints as constraints_lib, report, sampler
 from pssnet_jax.host_state import SCORE_KEYS, HostState, PendingScore
 from pssnet_jax.pools import exp_schedule
 from pssnet_jax.space import Space, Subnet
@@ -76,10 +76,28 @@ def sampled_step(plan: SamplingPlan, host: HostState, step_fn, state, batch, ste
     """One PSS-Net step on the host side: draw the middle subnet, run ``step_fn(state, batch,
     subnet) -> (state, metrics)`` (the compiled max + middle + min step), then record the
     step's score (the previous step's score enters its pool now that this one is
-    dispatched; at once with ``sync_pools``). Returns (state, metrics)."""
+    dispatched; at once with ``sync_pools``). Returns (state, metrics, middle subnet)."""
     name, target, subnet = draw(plan, host, epoch, epochs)
     state, metrics = step_fn(state, batch, subnet)
     host.record(PendingScore(name, target, subnet, step + 1,
                              {key: metrics[key] for key in SCORE_KEYS}, min_resolution),
                 plan.cfg.sync_pools)
-    return state, metrics
+    return state, metrics, subnet
+
+
+def diagnostics(plan: SamplingPlan, host: HostState, metrics: dict, subnet: Subnet,
+                epoch: int, epochs: int) -> dict:
+    """TensorBoard scalars of a log step: the step's loss terms, the middle subnet's FLOPs
+    and resolution, the schedules p_e and t_e, and how full each constraint's pools are."""
+    cfg = plan.cfg
+    out = {"loss_max_ce": metrics["loss"], "loss_kl_mid": metrics["kl_mid"],
+           "loss_kl_min": metrics["kl_min"],
+           "middle_mflops": report.costs(plan.space, subnet)["flops"] / 1e6,
+           "middle_resolution": subnet.resolution,
+           "p_e": exp_schedule(*cfg.p_range, epoch, epochs),
+           "t_e": exp_schedule(*cfg.t_range, epoch, epochs)}
+    for name, pools in host.pools.items():
+        targets = plan.maps[name].targets
+        out[f"pool_fill_{name}"] = sum(pools.size(t) for t in targets) / (
+            len(targets) * cfg.pool_size)
+    return out

@@ -32,7 +32,6 @@ import functools
 import itertools
 import json
 import logging
-import os
 import statistics
 import time
 from typing import Callable, Sequence
@@ -42,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common_jax import models
+from common_jax import models, paths
 from common_jax.models import mobilenet, ops
 from pssnet_jax.space import Space, Subnet, stage_choices
 
@@ -187,10 +186,7 @@ def device_description() -> dict:
 
 
 def _write(path: str, table: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(table, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_text(path, json.dumps(table, indent=1, sort_keys=True))
 
 
 def new_table(space: Space, batch: int, repeats: int) -> dict:
@@ -204,11 +200,10 @@ def new_table(space: Space, batch: int, repeats: int) -> dict:
 
 def load_table(path: str) -> dict:
     """A table file, checked for its format and version."""
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise ValueError(f"latency table {path!r} does not exist; build it with "
                          f"--mode=latency_table")
-    with open(path) as f:
-        table = json.load(f)
+    table = json.loads(paths.read_text(path))
     if table.get("format") != FORMAT or table.get("version") != VERSION:
         raise ValueError(f"{path!r} is not a version-{VERSION} {FORMAT} file (format "
                          f"{table.get('format')!r}, version {table.get('version')!r})")
@@ -231,7 +226,7 @@ def build_table(space: Space, path: str, *, batch: int = 1, repeats: int = 30,
     ``table['complete']``."""
     fresh = new_table(space, batch, repeats)
     table = fresh
-    if os.path.exists(path):
+    if paths.exists(path):
         old = load_table(path)
         if _resumable(old, fresh):
             table = old

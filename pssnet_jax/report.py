@@ -11,9 +11,10 @@ configured latency table (None without one), its pool score and rank,
 
 from __future__ import annotations
 
+import io
 import logging
 
-from common_jax import models, profile
+from common_jax import models, paths, profile
 from pssnet_jax.space import Space, Subnet
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def plot(doc: dict, path: str, metric: str = "flops") -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    paths.write_bytes(path, buffer.getvalue())
     log.info("wrote %s", path)

@@ -10,11 +10,10 @@ kept and its test accuracy reported.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 
-from common_jax import files
+from common_jax import files, paths
 from pssnet_jax import latency, report, switch
 from pssnet_jax.host_state import HostState
 from pssnet_jax.supernet_run import SupernetRun
@@ -72,11 +71,11 @@ def select_and_report(pss: SupernetRun, host: HostState, state, workdir: str) ->
         test = pss.subnet_results(state, subnet, stats, "eval")
         ends[name] = _entry(pss, subnet, target=name, test=test, selection_accuracy=accuracy)
     document = report.document(pss.config, pss.space, kept, ends, pss.plan.constraints)
-    files.write_json(os.path.join(workdir, switch.SUBNETS_FILE), document)
+    files.write_json(paths.join(workdir, switch.SUBNETS_FILE), document)
     if jax.process_index() == 0:
-        report.plot(document, os.path.join(workdir, report.PLOT_FILE))
+        report.plot(document, paths.join(workdir, report.PLOT_FILE))
         if pss.latency_table:
-            report.plot(document, os.path.join(workdir, report.LATENCY_PLOT_FILE),
+            report.plot(document, paths.join(workdir, report.LATENCY_PLOT_FILE),
                         metric="latency")
     return {"min_flops": ends["min"]["flops"],
             "min_eval_accuracy": ends["min"]["test_accuracy"], "num_kept_subnets": len(kept)}

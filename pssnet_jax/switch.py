@@ -9,17 +9,17 @@ selection data (largest FLOPs when the run kept subnets without evaluating them)
 from __future__ import annotations
 
 import json
-import os
+
+from common_jax import paths
 
 SUBNETS_FILE = "subnets.json"
 
 
 def load_subnets(workdir: str) -> dict:
-    path = os.path.join(workdir, SUBNETS_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, SUBNETS_FILE)
+    if not paths.exists(path):
         raise ValueError(f"{path} does not exist; train the PSS-Net run (or --mode=eval) first")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))
 
 
 def candidates(document: dict) -> list[dict]:

@@ -11,14 +11,12 @@ This module is the ``pssnet`` entry of ``pssnet_dcff/registry.py``.
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
-from common_jax import checkpoint, compilation_cache, data, train_state
+from common_jax import checkpoint, compilation_cache, data, paths, train_state
 from common_jax.loop import Loop, write_eval_summary
 from pssnet_jax import report, selection, subnet_export, supernet_run
-from pssnet_jax.draw import sampled_step
+from pssnet_jax.draw import diagnostics, sampled_step
 from pssnet_jax.host_state import HostState
 from pssnet_jax.space import space_from_config
 from pssnet_jax.validation import validate  # noqa: F401  (the registry's entry point)
@@ -56,10 +54,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                                 subnet.resolution), low, cfg.step_mode)
 
         while loop.running():
-            state, metrics = sampled_step(pss.plan, host, step_fn, state, loop.next_batch(),
-                                          loop.step, run.epoch(loop.step), run.total_epochs,
-                                          pss.min_subnet.resolution)
-            loop.after_step(metrics)
+            epoch = run.epoch(loop.step)
+            state, metrics, subnet = sampled_step(
+                pss.plan, host, step_fn, state, loop.next_batch(), loop.step, epoch,
+                run.total_epochs, pss.min_subnet.resolution)
+            if loop.after_step(metrics):
+                loop.write_scalars(diagnostics(pss.plan, host, metrics, subnet, epoch,
+                                               run.total_epochs))
             if loop.eval_due():
                 loop.record_eval(state, pss.max_net_eval(state), host.to_json)
             if loop.checkpoint_due():
@@ -98,4 +99,4 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     """Exports the best kept subnet for ``config.export``'s budget (``subnet_export.py``)."""
     pss, state, _, _ = _restored(config, workdir, config.export_from)
     return subnet_export.export_for_budget(pss, state, workdir,
-                                           directory or os.path.join(workdir, "export"))
+                                           directory or paths.join(workdir, "export"))

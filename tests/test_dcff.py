@@ -180,6 +180,13 @@ def test_dcff_trains_resumes_and_exports_identically(tmp_path):
     resumed = api.train(config, str(tmp_path / "b")).summary
     for key in ("train_loss", "eval_loss", "eval_accuracy", "best_eval_accuracy"):
         assert resumed[key] == straight[key], key
+    with open(tmp_path / "a" / "metrics.jsonl") as f:
+        updates = {line["step"]: line for line in map(json.loads, f)
+                   if "fusion_temperature" in line}
+    assert sorted(updates) == [0, 8] and updates[0]["fusion_temperature"] == 1.0
+    assert updates[8]["fusion_temperature"] > 1000  # T(1) of the 2-epoch schedule
+    assert updates[0]["fusion_selections_changed"] > 0  # the first selection
+    assert updates[8]["fusion_selections_changed"] == 0  # faithful: kept after epoch 0
     fusion = jax.device_get(state["fusion"])
     assert int(fusion["epoch"]) == 1  # recomputed at the epoch boundary (step 8)
     for matrix in jax.tree.leaves(fusion["matrix"]):  # faithful: exact one-hot rows

@@ -30,7 +30,7 @@ BAD_INPUTS = [
     (["--config.model.name=resnet57"], "config.model.name='resnet57'"),
     (["--config.dataset.name=cifar100"], "config.dataset.name='cifar100'"),
     (["--config.batch_size=-4"], "config.batch_size=-4"),
-    (["--config.batch_size=abc"], "--config.batch_size=abc"),
+    (["--config.batch_size=abc"], "config.batch_size=abc: expected int"),
     (["--config.batch_size=30"], "config.batch_size=30 is not divisible by the 4 devices"),
     (["--config=configs/baselines/nope.py"], "--config=configs/baselines/nope.py"),
 ]
@@ -139,3 +139,54 @@ def test_default_main_job(tmp_path):
     assert os.path.getsize(tmp_path / "flops_accuracy.png") > 1000
     assert os.path.exists(tmp_path / "metrics.jsonl")
     assert os.listdir(tmp_path / "checkpoints")
+
+
+def test_help_lists_the_modes_and_flags():
+    result = launch("--help")
+    assert result.returncode == 0, result.stderr
+    for mode in ("train", "eval", "export", "profile", "latency_table"):
+        assert f"\n  {mode} " in result.stdout
+    for flag in ("--workdir", "--mode", "--dry_run", "--stop_after", "--distributed"):
+        assert flag in result.stdout
+    full = launch("--helpfull")
+    assert full.returncode == 0 and len(full.stdout) > len(result.stdout)
+
+
+@pytest.mark.parametrize("key,value", [("num_epochs", 2.5), ("async_checkpoints", "maybe"),
+                                       ("optimizer.learning_rate", "abc")])
+def test_python_api_rejects_a_badly_typed_override_like_the_command_line(key, value):
+    from pssnet_dcff import api
+    with pytest.raises(ValueError) as raised:
+        api.load_config("configs/baselines/embedded.py", **{key: value})
+    result = launch("--config=configs/baselines/embedded.py", f"--config.{key}={value}",
+                    "--dry_run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {raised.value}"
+    assert f"config.{key}={value}: expected " in str(raised.value)
+
+
+def test_configs_load_by_path_from_an_installed_copy(tmp_path, monkeypatch):
+    """Installed, configs live under pssnet_dcff/configs (package data, no top-level
+    'configs' package in site-packages); a path like configs/... still finds them."""
+    from pssnet_dcff import config_files
+    installed = tmp_path / "pssnet_dcff"
+    (installed / "configs").mkdir(parents=True)
+    (installed / "configs" / "__init__.py").write_text("")
+    (installed / "configs" / "probe.py").write_text(
+        "from configs.base_probe import VALUE\n\ndef get_config():\n    return VALUE\n")
+    (installed / "configs" / "base_probe.py").write_text("VALUE = 42\n")
+    monkeypatch.setattr(config_files, "PACKAGE_DIR", str(installed))
+    monkeypatch.chdir(tmp_path)
+    import sys
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "configs" or m.startswith("configs.")]:
+        monkeypatch.delitem(sys.modules, name)  # a fresh process has no other configs
+    path = config_files.resolve("configs/probe.py")
+    assert path == str(installed / "configs" / "probe.py")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("probe_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.get_config() == 42
+    with pytest.raises(ValueError, match="config file 'configs/none.py' does not exist"):
+        config_files.resolve("configs/none.py")

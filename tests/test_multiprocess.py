@@ -8,12 +8,13 @@ different reduction tree, which early training amplifies step after step."""
 import json
 import os
 import re
+import signal
 
 import numpy as np
 import pytest
 
 from common_jax import export
-from conftest import flat_leaves, launch, launch_processes
+from conftest import TINY_FLAGS, flat_leaves, launch, launch_processes, start_processes
 from test_compile_cache import PSS_TINY_FLAGS
 
 # 4 steps of a 300-epoch schedule (2 steps an epoch): the selection is recomputed at step 2
@@ -74,3 +75,35 @@ def test_two_processes_keep_identical_pssnet_pools(tmp_path):
     assert "summary.json" in process0 and "flops_accuracy.png" in process0
     assert "wrote" not in process1
     assert os.path.exists(tmp_path / "two" / "subnets.json")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """Both processes agree on the step (JAX's coordination service), checkpoint it, exit 75;
+    the resumed pair ends exactly where an uninterrupted pair does."""
+    flags = [*TINY_FLAGS, "--config.num_epochs=4", "--config.log_every_steps=1"]
+    reference = launch_processes(2, *flags, f"--workdir={tmp_path / 'reference'}")
+    assert all(code == 0 for code, _, _ in reference), reference[1][2][-3000:]
+    procs = start_processes(2, *flags, f"--workdir={tmp_path / 'run'}")
+    for line in procs[0].stdout:
+        if "step 2/32" in line:
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    outputs = [proc.stdout.read() if i == 0 else "" for i, proc in enumerate(procs)]
+    results = []
+    for proc, out in zip(procs, outputs):
+        more, err = proc.communicate(timeout=300)
+        results.append((proc.returncode, out + more, err))
+    stopped = [re.search(r"stopped at step (\d+) of 32 \(preempted\)", out + err)
+               for _, out, err in results]
+    assert [code for code, _, _ in results] == [75, 75], [r[2][-2000:] for r in results]
+    assert all(stopped) and stopped[0].group(1) == stopped[1].group(1)
+    assert "[process 0/2] step 1/32" in results[0][1]  # every line names its process
+    assert "[process 1/2] step 1/32" in results[1][1]
+    step = int(stopped[0].group(1))
+    assert step < 32 and os.path.isdir(tmp_path / "run" / "checkpoints" / str(step))
+    resumed = launch_processes(2, *flags, f"--workdir={tmp_path / 'run'}")
+    assert all(code == 0 for code, _, _ in resumed), resumed[0][2][-3000:]
+    assert f"resumed from checkpoint at step {step}" in resumed[0][1]
+    assert last_json(resumed[0][1])["eval_loss"] == last_json(reference[0][1])["eval_loss"]
+    assert last_json(resumed[0][1])["train_loss"] == last_json(reference[0][1])["train_loss"]

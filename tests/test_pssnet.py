@@ -129,6 +129,16 @@ def test_run_leaves_subnets_plot_and_max_net_summary(pss_run):
         assert entry["selection_accuracy"] is not None and 0 <= entry["test_accuracy"] <= 1
         assert entry["rank"] in (1, 2)
     assert summary["eval_accuracy"] == document["max"]["test_accuracy"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f if "loss_kl_mid" in line]
+    assert [line["step"] for line in logged] == [4, 8, 12, 16]
+    for line in logged:  # TensorBoard diagnostics of every log step
+        assert np.isfinite([line["loss_max_ce"], line["loss_kl_mid"], line["loss_kl_min"]]).all()
+        assert line["middle_resolution"] in (24, 28) and 3.0 < line["middle_mflops"] < 6.0
+        assert 0 < line["pool_fill_flops"] <= 1
+    # p_e and t_e follow their schedules: 1 in epoch 0, 0.01 ** (1 / 2) in epoch 1 of 2.
+    assert (logged[0]["p_e"], logged[0]["t_e"]) == (1.0, 1.0)
+    assert logged[-1]["p_e"] == pytest.approx(0.1) and logged[-1]["t_e"] == pytest.approx(0.1)
 
 
 def test_pools_are_restored_exactly_on_resume(pss_run, tmp_path):

@@ -98,3 +98,42 @@ def test_batch_larger_than_dataset_is_rejected():
     with pytest.raises(ValueError, match="batch_size=1024 is larger than the 512"):
         config = tiny_config(batch_size=1024)
         run_lib.setup(config, plain_train.arch_of(config))
+
+
+def test_progress_lines_tensorboard_config_and_profiler_trace(tmp_path, capsys, monkeypatch):
+    """api.train prints step/total, images/s and an ETA (as in a notebook, where logging is
+    not configured); TensorBoard gets the resolved config; profile_steps writes a trace."""
+    import logging
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a notebook's bare logging
+    config = tiny_config(num_train_steps=6, profile_steps=(2, 4))
+    api.train(config, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "step 3/6 | epoch 0 | loss" in out and "img/s | ETA " in out
+    assert "step 6/6" in out and "eval at step 6" in out
+    assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
+    events = b"".join(open(path, "rb").read() for path in glob.glob(
+        str(tmp_path / "tensorboard" / "events.out.tfevents.*")))
+    assert b"config/text_summary" in events and b'"batch_size": 64' in events
+    api.train(tiny_config(num_train_steps=2), str(tmp_path / "quiet"), verbose=False)
+    assert "step 2/2" not in capsys.readouterr().out
+
+
+def test_bad_profile_steps_is_a_one_line_error():
+    from pssnet_dcff import registry
+    with pytest.raises(ValueError, match=r"config.profile_steps=\(5, 2\): expected"):
+        registry.validate(tiny_config(profile_steps=(5, 2)))
+
+
+def test_one_manager_keeps_the_latest_and_the_best_checkpoint(tmp_path):
+    config = tiny_config(keep_best_checkpoint=True, keep_checkpoints=1, eval_every_steps=2,
+                         export_from="best", **{"optimizer.learning_rate": 2.0})  # best: early
+    summary = api.train(config, str(tmp_path)).summary
+    steps = checkpoint.manager(str(tmp_path), read_only=True).all_steps()
+    assert summary["best_step"] < 16  # the best eval was not the last one in this run
+    assert set(steps) == {16, summary["best_step"]}  # nothing else is kept
+    assert not os.path.exists(tmp_path / "best_checkpoint")  # one checkpoint directory
+    _, host = checkpoint.read_checkpoint(str(tmp_path), None, "best")
+    assert host["step"] == summary["best_step"]
+    assert host["best"]["eval_accuracy"] == summary["best_eval_accuracy"]
+    meta = export.load_exported(api.export(config, str(tmp_path)))[2]
+    assert meta["step"] == summary["best_step"]

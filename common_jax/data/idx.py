@@ -7,10 +7,11 @@ Fashion-MNIST ships as ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``; De
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 
 import numpy as np
+
+from common_jax import paths
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -20,9 +21,9 @@ _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 def read_idx(path: str) -> np.ndarray:
     """The array stored in an IDX file; ``.gz`` files are decompressed."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = paths.read_bytes(path)
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4]!r})")
     dtype, ndim = np.dtype(_DTYPES[data[2]]), data[3]
@@ -42,17 +43,15 @@ def write_idx(path: str, array: np.ndarray) -> None:
         raise ValueError(f"write_idx supports uint8 and int8 arrays, got {array.dtype}")
     header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(
         f">{array.ndim}I", *array.shape)
-    opener = (lambda p: gzip.GzipFile(p, "wb", mtime=0)) if path.endswith(".gz") else (
-        lambda p: open(p, "wb"))
-    with opener(path) as f:
-        f.write(header + array.tobytes())
+    data = header + array.tobytes()
+    paths.write_bytes(path, gzip.compress(data, mtime=0) if path.endswith(".gz") else data)
 
 
 def find_idx_file(directory: str, stem: str) -> str:
     """``directory/stem`` or ``directory/stem.gz``, whichever exists."""
     for name in (stem, stem + ".gz"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
+        path = paths.join(directory, name)
+        if paths.exists(path):
             return path
     raise FileNotFoundError(f"no {stem}[.gz] in {directory!r}; expected the Fashion-MNIST IDX "
                             f"files there (e.g. Debian's dataset-fashion-mnist package installs "
