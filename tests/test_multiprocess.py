@@ -85,11 +85,13 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     reference = launch_processes(2, *flags, f"--workdir={tmp_path / 'reference'}")
     assert all(code == 0 for code, _, _ in reference), reference[1][2][-3000:]
     procs = start_processes(2, *flags, f"--workdir={tmp_path / 'run'}")
+    seen = []
     for line in procs[0].stdout:
+        seen.append(line)
         if "step 2/32" in line:
             procs[1].send_signal(signal.SIGTERM)
             break
-    outputs = [proc.stdout.read() if i == 0 else "" for i, proc in enumerate(procs)]
+    outputs = ["".join(seen) + procs[0].stdout.read(), ""]
     results = []
     for proc, out in zip(procs, outputs):
         more, err = proc.communicate(timeout=300)
