@@ -145,3 +145,28 @@ def test_temperature_schedule_values():
     e_neg = math.exp(-300)
     a = 2 * (1e4 - 1) * (1 + e_neg) / (1 - e_neg)
     assert fusion.temperature(1, 300) == pytest.approx(a / (1 + math.exp(-1)) + 1 - a / 2)
+
+
+def test_stable_update_reselects_when_the_weights_force_it_and_keeps_staying_slots():
+    """A bank whose isolated filters are known: after moving one selected filter into the
+    crowd and one unselected filter far out, the stable update must select the new outlier,
+    drop the one that joined the crowd, and leave the slots of the filters that stayed.
+    Mutants that failed it: stable never re-selecting; re-selecting without keeping slots."""
+    positions = np.array([0.0, 0.1, 0.2, 5.0, 10.0, -8.0, 0.05, 0.15], np.float32)
+    kernel = positions.reshape(1, 1, 1, -1) * np.ones((3, 3, 2, 1), np.float32)
+    m, temp = 3, 100.0
+    _, scores0, sel0 = run_layer(kernel, temp, "stable", m)
+    assert set(np.asarray(sel0)) == {3, 4, 5}  # the three outliers
+    moved = positions.copy()
+    moved[3], moved[1] = 0.12, 7.0  # 3 joins the crowd, 1 becomes an outlier
+    kernel1 = moved.reshape(1, 1, 1, -1) * np.ones((3, 3, 2, 1), np.float32)
+    matrix, _, sel1 = run_layer(kernel1, temp, "stable", m, first=False,
+                                previous_scores=np.asarray(scores0),
+                                previous_selection=np.asarray(sel0))
+    sel0, sel1 = np.asarray(sel0), np.asarray(sel1)
+    assert set(sel1) == {1, 4, 5}
+    for slot in range(m):  # 4 and 5 stay in their slots; 1 takes the slot 3 freed
+        assert sel1[slot] == (1 if sel0[slot] == 3 else sel0[slot])
+    faithful_sel = run_layer(kernel1, fusion.temperature(1, 300), "faithful", m, first=False,
+                             previous_scores=np.asarray(scores0), previous_selection=sel0)[2]
+    np.testing.assert_array_equal(faithful_sel, sel0)  # the faithful contrast never re-selects
