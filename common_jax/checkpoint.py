@@ -57,15 +57,23 @@ def save(mngr: ocp.CheckpointManager, step: int, state, host: dict,
               metrics=metrics, force=True)
 
 
-def latest_step(mngr: ocp.CheckpointManager) -> int | None:
-    return mngr.latest_step()
-
-
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
     """(state, host) of checkpoint ``step``; ``abstract_state`` gives structure and shardings."""
     restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["host"])
+
+
+def _best_step(mngr: ocp.CheckpointManager) -> int | None:
+    """The best-eval step recorded in the newest readable host state (only the small JSON
+    item is read, not the train state)."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            host = mngr.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore()))
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: try the previous one
+            continue
+        return dict(host["host"]).get("best", {}).get("step")
+    return None
 
 
 def restore_newest_good(mngr: ocp.CheckpointManager, abstract_state, quarantine: bool = True):
@@ -107,16 +115,17 @@ def read_checkpoint(workdir: str, abstract_state, which: str = "latest"):
         raise ValueError(f"--workdir={workdir!r} holds no {CHECKPOINTS}/; train first")
     mngr = manager(workdir, read_only=True)
     try:
-        restored = restore_newest_good(mngr, abstract_state, quarantine=False)
-        if restored is None:
-            raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in "
-                             f"{CHECKPOINTS}/; train first")
         if which == "best":
-            best = restored[1].get("best", {}).get("step")
+            best = _best_step(mngr)
             if best is None or best not in mngr.all_steps():
                 raise ValueError(f"--workdir={workdir!r} holds no best-eval checkpoint; "
                                  f"train with --config.keep_best_checkpoint=True first")
             restored = restore(mngr, best, abstract_state)
+        else:
+            restored = restore_newest_good(mngr, abstract_state, quarantine=False)
+        if restored is None:
+            raise ValueError(f"--workdir={workdir!r} holds no complete checkpoint in "
+                             f"{CHECKPOINTS}/; train first")
     finally:
         mngr.close()
     return restored
