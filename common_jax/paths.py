@@ -45,11 +45,6 @@ def read_bytes(path) -> bytes:
     return epath.Path(path).read_bytes()
 
 
-def open_binary(path):
-    """A binary file object for reading (e.g. for gzip)."""
-    return epath.Path(path).open("rb")
-
-
 def write_text(path, text: str) -> None:
     """Writes a whole file atomically: a temporary file renamed over the target locally;
     on object stores a single object write is already all-or-nothing."""
