@@ -7,7 +7,7 @@ checks that need the dataset size or the device count run in ``common_jax.run.se
 
 from __future__ import annotations
 
-from common_jax import data, models, optim, paths
+from common_jax import artifacts, data, models, optim, paths
 from common_jax.data.memory import AUGMENTATIONS
 
 
@@ -44,6 +44,9 @@ def validate(config) -> None:
              f"(steps start+1..stop are traced; (0, 0) = off)")
     _one_of("compute_dtype", config.compute_dtype, models.DTYPES)
     _one_of("export_from", config.export_from, ("final", "best"))
+    _one_of("export.format", config.export.format, artifacts.FORMATS)
+    _require(isinstance(config.export.all, bool),
+             f"config.export.all={config.export.all!r}: expected True or False")
     if config.init_from:
         _require(paths.exists(paths.join(config.init_from, "model.json")),
                  f"config.init_from={config.init_from!r} is not an exported model (no "

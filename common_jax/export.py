@@ -14,19 +14,23 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from common_jax import data, models, paths
+from common_jax import artifacts, data, models, paths
 from common_jax.models import ops
 
 FORMAT_VERSION = 1
 
 
 def export_model(directory: str, arch: dict, variables: dict, *, image_size: int,
-                 info: data.DatasetInfo, extra: dict | None = None) -> str:
-    """Writes the model to ``directory`` (replacing an older export there)."""
+                 info: data.DatasetInfo, extra: dict | None = None,
+                 export_format: str = "orbax") -> str:
+    """Writes the model to ``directory`` (replacing an older export there), with the
+    deployable artifact of ``export_format`` (``common_jax.artifacts``) beside it."""
+    artifacts.check_format(export_format)
     directory = paths.absolute(directory)
     paths.makedirs(directory)
     meta = {"format_version": FORMAT_VERSION, "arch": arch, "image_size": image_size,
             "mean": list(info.mean), "std": list(info.std), **(extra or {})}
+    meta.update(artifacts.write(directory, export_format, arch, variables, meta))
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(paths.join(directory, "variables"), jax.device_get(variables), force=True)
     if jax.process_index() == 0:
@@ -67,8 +71,8 @@ def predict(model, variables, meta: dict, images):
 
 def export_trained(directory: str, arch: dict, variables: dict, run, step: int) -> str:
     """Exports a trained plain-width network of a ``common_jax.run.Run`` with its training
-    step and analytic costs in ``model.json``."""
+    step and analytic costs in ``model.json``, in ``config.export.format``."""
     return export_model(directory, arch, variables, image_size=run.input.image_size,
-                        info=run.input.info,
+                        info=run.input.info, export_format=run.config.export.format,
                         extra={"step": int(step),
                                **models.model_costs(arch, run.input.image_size)})

@@ -8,6 +8,13 @@ steps_per_epoch`` and ``E = ceil(total_steps / steps_per_epoch)``.
 import ml_collections
 
 
+def export_options(**extra) -> ml_collections.ConfigDict:
+    """``config.export``: the artifact ``--mode=export`` writes beside model.json and the
+    orbax variables ('orbax' = none, 'stablehlo', 'onnx'); ``all=True`` (PSS-Net) exports
+    every kept subnet and the budget ladder. ``extra``: a method's own export keys."""
+    return ml_collections.ConfigDict({"format": "orbax", "all": False, **extra})
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "baseline"
@@ -27,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.export_from = "final"  # --mode=export source: 'final' or 'best' (needs the above)
     c.profile_steps = (0, 0)  # (start, stop): trace steps start+1..stop into workdir/profile
     c.init_from = ""  # an exported model of the same architecture to start from (fine-tuning)
+    c.export = export_options()
 
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "embedded"

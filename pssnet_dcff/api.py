@@ -24,7 +24,7 @@ from typing import Any
 
 import ml_collections
 
-from common_jax import config_check, data, export as export_lib, models, profile
+from common_jax import artifacts, config_check, data, export as export_lib, models, profile
 from pssnet_dcff import config_files, registry
 from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
 
@@ -129,15 +129,23 @@ def profile_totals(config) -> dict:
 
 
 def export(config, workdir: str, directory: str | None = None, flops: float | None = None,
-           latency_ms: float | None = None) -> str:
+           latency_ms: float | None = None, export_format: str | None = None,
+           all_subnets: bool | None = None) -> str:
     """Exports a plain model (default ``<workdir>/export``): the trained network, DCFF's
     compact model, or for PSS-Net the best kept subnet under ``flops`` MFLOPs or
-    ``latency_ms`` predicted ms (defaults ``config.export.*``; both 0 = the max net)."""
-    if flops is not None or latency_ms is not None:
+    ``latency_ms`` predicted ms (defaults ``config.export.*``; both 0 = the max net).
+    ``export_format`` ('orbax', 'stablehlo', 'onnx') and ``all_subnets`` (PSS-Net: every
+    kept subnet and ladder.json) override ``config.export.format`` / ``.all``."""
+    changes = {"flops": None if flops is None and latency_ms is None else float(flops or 0),
+               "latency_ms": None if flops is None and latency_ms is None
+               else float(latency_ms or 0), "format": export_format, "all": all_subnets}
+    if any(value is not None for value in changes.values()):
         config = ml_collections.ConfigDict(config.to_dict())
-        config.export.flops = float(flops or 0.0)
-        config.export.latency_ms = float(latency_ms or 0.0)
+        for key, value in changes.items():
+            if value is not None:
+                config.export[key] = value
         registry.validate(config)
+    artifacts.check_format(config.export.format)  # before restoring anything
     return registry.method(config.method).export_checkpoint(config, workdir, directory)
 
 

@@ -56,7 +56,9 @@ HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull")
 MODES_HELP = """modes (--mode):
   train          train the config (resumes from the newest checkpoint in --workdir)
   eval           evaluate the newest checkpoint (PSS-Net: re-run the subnet selection)
-  export         write a plain model (PSS-Net: the best kept subnet for config.export)
+  export         write a plain model (PSS-Net: the best kept subnet for config.export);
+                 --config.export.format=stablehlo|onnx adds a deployable artifact,
+                 --config.export.all=True (PSS-Net) every kept subnet and ladder.json
   profile        per-group FLOPs/params table and JSON totals; compiles nothing
   latency_table  PSS-Net: measure the latency table of the structure space on this device
 """

@@ -32,4 +32,7 @@ def validate(config, need_latency_table: bool = True) -> None:
     latency table the config uses must exist unless ``need_latency_table`` is False)."""
     trainer = method(config.method)
     config_check.validate(config)
+    if config.export.all and not hasattr(trainer, "export_ladder"):
+        raise ValueError(f"config.export.all=True exports every kept subnet of a PSS-Net run; "
+                         f"method {config.method!r} exports one model (leave it False)")
     trainer.validate(config, need_latency_table)

@@ -25,16 +25,23 @@ def export_for_budget(pss: SupernetRun, state, workdir: str, directory: str) -> 
     else:
         budget, metric = budgets.flops or document["max"]["flops"] / 1e6, "flops"
     entry = switch.best_for_budget(document, budget, metric)
+    log.info("exporting %s (%.2f MFLOPs) for a budget of %g %s", entry["channels"],
+             entry["flops"] / 1e6, budget, constraints_lib.UNITS[metric])
+    return export_subnet(pss, state, entry, directory)
+
+
+def export_subnet(pss: SupernetRun, state, entry: dict, directory: str) -> str:
+    """Exports the subnet of a subnets.json ``entry`` as a plain MobileNet with its
+    recalibrated BN statistics, in ``config.export.format``."""
     subnet = Subnet.from_json(entry)
     pss.space.check(subnet)
     arch = pss.space.arch(subnet)
     stats = pss.recalibrated_stats(state, subnet)
     variables = supernet.slice_variables(
         {"params": state["params"], "batch_stats": jax.device_get(stats)}, arch)
-    log.info("exporting %s (%.2f MFLOPs) for a budget of %g %s", subnet.channels,
-             entry["flops"] / 1e6, budget, constraints_lib.UNITS[metric])
     return export_lib.export_model(
         directory, arch, variables, image_size=subnet.resolution, info=pss.run.input.info,
+        export_format=pss.config.export.format,
         extra={"input_size": pss.space.resolutions[-1], "subnet": subnet.to_json(),
                "flops": entry["flops"], "params": entry["params"],
                "latency_ms": entry.get("latency_ms"), "target": entry["target"],

@@ -15,7 +15,7 @@ import ml_collections
 
 from common_jax import checkpoint, compilation_cache, data, paths, train_state
 from common_jax.loop import Loop, write_eval_summary
-from pssnet_jax import report, selection, subnet_export, supernet_run
+from pssnet_jax import ladder, report, selection, subnet_export, supernet_run
 from pssnet_jax.draw import diagnostics, sampled_step
 from pssnet_jax.host_state import HostState
 from pssnet_jax.space import space_from_config
@@ -96,7 +96,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 def export_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                       directory: str | None = None) -> str:
-    """Exports the best kept subnet for ``config.export``'s budget (``subnet_export.py``)."""
+    """Exports the best kept subnet for ``config.export``'s budget (``subnet_export.py``), or
+    with ``config.export.all`` every kept subnet and the budget ladder (``ladder.py``)."""
+    if config.export.all:
+        return export_ladder(config, workdir, directory)
     pss, state, _, _ = _restored(config, workdir, config.export_from)
     return subnet_export.export_for_budget(pss, state, workdir,
                                            directory or paths.join(workdir, "export"))
+
+
+def export_ladder(config: ml_collections.ConfigDict, workdir: str,
+                  directory: str | None = None) -> str:
+    """Exports every kept subnet with ``ladder.json`` (default ``<workdir>/export``)."""
+    pss, state, _, _ = _restored(config, workdir, config.export_from)
+    return ladder.export_ladder(pss, state, workdir, directory or paths.join(workdir, "export"))

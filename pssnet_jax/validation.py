@@ -75,6 +75,11 @@ def _validate_export(config) -> None:
                          f"{config.export.latency_ms!r} must be >= 0")
     if config.export.flops and config.export.latency_ms:
         raise ValueError("config.export: give flops or latency_ms, not both")
+    runs, batches = config.export.latency_runs, tuple(config.export.latency_batches)
+    if not (isinstance(runs, int) and runs > 0 and batches
+            and all(isinstance(b, int) and b > 0 for b in batches)):
+        raise ValueError(f"config.export.latency_runs={runs!r} and latency_batches={batches!r}"
+                         f": expected a positive int and a tuple of positive ints")
 
 
 def _check_targets(name: str, targets, unit: str, span: list) -> None:

@@ -254,3 +254,59 @@ def test_uniform_sampling_control_draws_from_the_whole_space_and_records_scores(
         assert float(sampler.target_of(flops / 1e6, fmap.start, fmap.step)) == target
     assert len(host.pools["flops"]) == len({s for _, s in inside})
     assert len({s.resolution for _, s in drawn}) == 2  # both resolutions of the tiny space
+
+
+def test_budget_ladder_through_the_cli_with_measured_latency_and_the_shipped_picker(
+        pss_run, tmp_path):
+    """--config.export.all=True --config.export.format=onnx: every kept subnet exported,
+    ladder.json with the run's numbers and onnxruntime latencies, each artifact equal to its
+    flax export, and pick_subnet.py (run without site-packages) choosing as the run does."""
+    import subprocess
+    import sys
+    import onnxruntime
+    from test_compile_cache import PSS_TINY_FLAGS
+    from conftest import launch
+    _, workdir, _ = pss_run
+    out = tmp_path / "ladder"
+    result = launch(*PSS_TINY_FLAGS, "--config.pssnet.pool_size=2", "--config.pssnet.topk=2",
+                    f"--workdir={workdir}", "--mode=export", "--config.export.all=True",
+                    "--config.export.format=onnx", "--config.export.latency_runs=5",
+                    f"--export_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "ladder.json") as f:
+        ladder = json.load(f)
+    document = switch.load_subnets(workdir)
+    entries = sorted(switch.candidates(document), key=lambda e: e["flops"])
+    assert len(ladder["rungs"]) == len(entries) >= 4
+    assert "onnxruntime" in ladder["measured_on"] and ladder["export_format"] == "onnx"
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    for rung, entry in zip(ladder["rungs"], entries):
+        for key in ("flops", "params", "test_accuracy", "selection_accuracy", "resolution",
+                    "channels", "target"):
+            assert rung[key] == entry[key], key
+        assert set(rung["onnxruntime_ms"]) == {"1", "32"}
+        assert 0 < rung["onnxruntime_ms"]["1"] < rung["onnxruntime_ms"]["32"]
+        model, variables, meta = export.load_exported(str(out / rung["directory"]))
+        reference = np.asarray(export.predict(model, variables, meta, images))
+        session = onnxruntime.InferenceSession(str(out / rung["directory"] / "model.onnx"))
+        logits = session.run(None, {"images": images})[0]
+        np.testing.assert_allclose(logits, reference, rtol=1e-4,
+                                   atol=1e-4 * np.abs(reference).max())
+
+    def pick(*args):
+        return subprocess.run([sys.executable, "-I", "-S", "pick_subnet.py", "ladder.json",
+                               *args], cwd=out, capture_output=True, text=True, timeout=60)
+
+    smallest = entries[0]["flops"] / 1e6
+    for budget in (smallest, entries[2]["flops"] / 1e6 + 0.01, 100.0):
+        chosen = json.loads(pick(f"--flops={budget}").stdout)
+        expected = switch.best_for_budget(document, budget)
+        assert (chosen["channels"], chosen["resolution"]) == (expected["channels"],
+                                                              expected["resolution"])
+        assert os.path.exists(chosen["path"])
+    below = pick(f"--flops={smallest - 0.1}")
+    assert below.returncode == 2 and "below the smallest rung" in below.stderr
+    fastest = min(ladder["rungs"], key=lambda r: r["onnxruntime_ms"]["1"])
+    chosen = json.loads(pick(f"--latency_ms={fastest['onnxruntime_ms']['1']}").stdout)
+    assert chosen["directory"] == fastest["directory"] or (
+        chosen["onnxruntime_ms"]["1"] <= fastest["onnxruntime_ms"]["1"])

@@ -70,6 +70,24 @@ def test_export_loads_without_training_code_and_predicts_the_same(trained, tmp_p
     assert accuracy == pytest.approx(summary["eval_accuracy"], abs=1e-9)
 
 
+def test_export_format_writes_the_artifact_with_the_test_accuracy(trained, tmp_path):
+    """``export_format='stablehlo'`` (config.export.format) on a trained run: the artifact
+    beside model.json reproduces the run's test accuracy (in-process here; without the
+    project in tests/test_deploy.py)."""
+    config, workdir, summary = trained
+    path = api.export(config, workdir, str(tmp_path / "export"), export_format="stablehlo")
+    with open(os.path.join(path, "model.json")) as f:
+        meta = json.load(f)
+    assert meta["artifact"]["file"] == "model.stablehlo"
+    with open(os.path.join(path, "model.stablehlo"), "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+    inputs = data.make_input(config.dataset, global_batch=64, eval_batch=200, seed=0)
+    batch = next(inputs.eval_batches())
+    logits = np.asarray(exported.call(batch["image"]))
+    accuracy = float(np.mean(np.argmax(logits, -1) == batch["label"]))
+    assert accuracy == pytest.approx(summary["eval_accuracy"], abs=1e-9)
+
+
 def test_unfinished_checkpoint_is_never_restored(trained, tmp_path):
     config, workdir, summary = trained
     junk = os.path.join(workdir, "checkpoints", "99.orbax-checkpoint-tmp-1700000000")

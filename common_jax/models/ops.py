@@ -130,8 +130,8 @@ def shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array
     ``(out - in) // 2`` channels go in front and the rest behind, as in the PyTorch
     ``F.pad``; a negative difference crops the same way ``F.pad`` does.
     """
-    if stride != 1:
-        x = x[:, ::stride, ::stride, :]
+    if stride != 1:  # a strided slice, not indexing: stays a slice with a symbolic batch
+        x = jax.lax.slice(x, (0, 0, 0, 0), x.shape, (1, stride, stride, 1))
     diff = out_channels - x.shape[-1]
     if diff == 0:
         return x

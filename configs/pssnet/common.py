@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs.base import export_options
+
 
 def pssnet_section(resolutions=(128, 224, 8), targets=(70.0, 300.0, 10.0)):
     """``config.pssnet``: the structure space, the targets and the pool/sampling rules."""
@@ -26,9 +28,12 @@ def pssnet_section(resolutions=(128, 224, 8), targets=(70.0, 300.0, 10.0)):
 
 
 def export_section(flops: float = 0.0, latency_ms: float = 0.0):
-    """``config.export``: the budget of ``--mode=export``, FLOPs (MFLOPs) or predicted latency
-    (ms, needs ``latency.table``); both 0 = the max net."""
-    return ml_collections.ConfigDict({"flops": flops, "latency_ms": latency_ms})
+    """``config.export`` with the budget of ``--mode=export``, FLOPs (MFLOPs) or predicted
+    latency (ms, needs ``latency.table``); both 0 = the max net. ``all=True`` exports the
+    ladder of every kept subnet instead (pssnet_jax/ladder.py)."""
+    return export_options(flops=flops, latency_ms=latency_ms,
+                          # the ladder's measured onnxruntime latency (format 'onnx')
+                          latency_runs=30, latency_batches=(1, 32))
 
 
 def latency_section(table: str = "", targets=(0.0, 0.0, 0.0)):

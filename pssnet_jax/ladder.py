@@ -1,0 +1,78 @@
+"""The budget ladder of a PSS-Net run (``--mode=export --config.export.all=True``).
+
+Every kept subnet (the min net, the kept subnet of every target, the max net) is exported to
+its own folder in ``config.export.format``, and ``ladder.json`` lists them by FLOPs with
+params, predicted latency (when a latency table was used), selection and test accuracy,
+resolution, the artifact file and, for ONNX artifacts with onnxruntime installed, the
+measured onnxruntime latency (median of ``config.export.latency_runs`` calls at each of
+``config.export.latency_batches``) on the machine named in ``measured_on``.
+``pick_subnet.py`` (``ladder_pick.py``, standard library only) is copied beside it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+
+import jax
+
+from common_jax import artifacts, paths
+from pssnet_jax import subnet_export, switch
+from pssnet_jax.supernet_run import SupernetRun
+
+log = logging.getLogger(__name__)
+LADDER_FILE = "ladder.json"
+PICKER_FILE = "pick_subnet.py"
+FORMAT_VERSION = 1
+
+
+def _rung(entry: dict, index: int, artifact: str) -> dict:
+    target = entry["target"]
+    name = f"{index:02d}_{target if isinstance(target, str) else f'{target:g}'}"
+    return {"directory": name, "artifact": artifact, "target": target,
+            "constraint": entry.get("constraint"), "flops": entry["flops"],
+            "params": entry["params"], "latency_ms": entry.get("latency_ms"),
+            "selection_accuracy": entry.get("selection_accuracy"),
+            "test_accuracy": entry.get("test_accuracy"), "resolution": entry["resolution"],
+            "channels": entry["channels"], "onnxruntime_ms": None}
+
+
+def _measure(rungs: list[dict], directory: str, config) -> str | None:
+    """Adds the measured onnxruntime latency to ONNX rungs; the machine, or None."""
+    if config.export.format != "onnx":
+        return None
+    if importlib.util.find_spec("onnxruntime") is None:
+        log.warning("onnxruntime is not installed: ladder.json gets no measured latency "
+                    "(pip install onnxruntime)")
+        return None
+    for rung in rungs:
+        folder = paths.join(directory, rung["directory"])
+        meta = json.loads(paths.read_text(paths.join(folder, "model.json")))
+        rung["onnxruntime_ms"] = artifacts.onnxruntime_latency_ms(
+            paths.join(folder, rung["artifact"]), artifacts.input_shape(meta),
+            config.export.latency_batches, config.export.latency_runs)
+        log.info("%s: onnxruntime %s ms", rung["directory"], rung["onnxruntime_ms"])
+    return artifacts.machine()
+
+
+def export_ladder(pss: SupernetRun, state, workdir: str, directory: str) -> str:
+    """Exports every kept subnet of ``workdir`` under ``directory`` with ``ladder.json`` and
+    ``pick_subnet.py``; returns ``directory``."""
+    config = pss.config
+    entries = sorted(switch.candidates(switch.load_subnets(workdir)), key=lambda e: e["flops"])
+    artifact = artifacts.FILES.get(config.export.format, "model.json")
+    rungs = [_rung(entry, i, artifact) for i, entry in enumerate(entries)]
+    for entry, rung in zip(entries, rungs):
+        log.info("ladder: exporting %s (%.2f MFLOPs)", rung["directory"], entry["flops"] / 1e6)
+        subnet_export.export_subnet(pss, state, entry, paths.join(directory, rung["directory"]))
+    ladder = {"format_version": FORMAT_VERSION, "export_format": config.export.format,
+              "selection_split": config.pssnet.selection, "measured_on": None,
+              "rungs": rungs}
+    ladder["measured_on"] = _measure(rungs, directory, config)
+    if jax.process_index() == 0:
+        paths.write_text(paths.join(directory, LADDER_FILE), json.dumps(ladder, indent=2))
+        with open(os.path.join(os.path.dirname(__file__), "ladder_pick.py")) as f:
+            paths.write_text(paths.join(directory, PICKER_FILE), f.read())
+    return directory
