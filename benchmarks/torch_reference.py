@@ -163,6 +163,54 @@ def _sgd(model, case):
                            weight_decay=case.get("weight_decay", 4e-5))
 
 
+def _wide(z):
+    """Logits in float32 for the losses, or as they are when already float32/float64."""
+    return z.float() if z.dtype in (torch.bfloat16, torch.float16) else z
+
+
+def pss_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """PSS-Net's decay rule (pssnet.md §8): conv weights with more than one input channel per
+    group and the classifier weight decay; depthwise convs, BN and biases do not."""
+    decay = [p for name, p in model.named_parameters()
+             if name == "fc.weight" or (p.ndim == 4 and p.shape[1] > 1)]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
+def pss_reference_step(model, optimizer, x, y, full: dict, mid: dict, low: dict,
+                       autocast=None) -> dict:
+    """One PSS-Net step as pssnet.md §7 writes it: the max net with cross-entropy; a no-grad
+    score forward of the middle subnet (train-mode BN, pre-update weights); the middle and min
+    subnets with KL(softmax(z_max) || softmax(z)) ('batchmean'); the three gradients summed
+    by ``backward`` into one ``optimizer.step()``. ``mid``/``low``: {"arch", "resolution"}.
+    Returns the loss terms and the score (``optimizer.step`` is left to the caller when
+    ``optimizer`` is None, so that the summed gradients can be read)."""
+    autocast = autocast or torch.autocast("cpu", enabled=False)
+    kl = nn.KLDivLoss(reduction="batchmean")
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        z_max = model(x, full, x.shape[-1])
+        ce_max = F.cross_entropy(_wide(z_max), y)
+    ce_max.backward()
+    teacher = torch.softmax(_wide(z_max.detach()), dim=1)
+    with torch.no_grad(), autocast:
+        score = -F.cross_entropy(_wide(model(x, mid["arch"], mid["resolution"])), y)
+    terms = []
+    for net in (mid, low):
+        with autocast:
+            z = model(x, net["arch"], net["resolution"])
+        loss = kl(F.log_softmax(_wide(z), dim=1), teacher)
+        loss.backward()
+        terms.append(loss.detach())
+    if optimizer is not None:
+        optimizer.step()
+    return {"ce_max": ce_max.detach(), "score": score.detach(), "kl_mid": terms[0],
+            "kl_min": terms[1]}
+
+
 def pss_step_fn(case: dict, device):
     """A function running one PSS-Net step (max + middle + min net) on a fixed batch."""
     model = SlicedMobileNet(case["full_arch"]).to(device)
@@ -175,27 +223,13 @@ def pss_step_fn(case: dict, device):
     y = torch.randint(0, case["full_arch"]["num_classes"], (batch,), device=device)
     full, low = case["full_arch"], case["min"]
     middles = case["middles"]
-    kl = nn.KLDivLoss(reduction="batchmean")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(case.get("amp")))
     count = [0]
 
     def step():
         mid = middles[count[0] % len(middles)]
         count[0] += 1
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            z_max = model(x, full, size)
-            loss = F.cross_entropy(z_max.float(), y)
-        loss.backward()
-        teacher = torch.softmax(z_max.detach().float(), dim=1)
-        with torch.no_grad(), autocast:
-            score = -F.cross_entropy(model(x, mid["arch"], mid["resolution"]).float(), y)
-        for net in (mid, low):
-            with autocast:
-                z = model(x, net["arch"], net["resolution"])
-            kl(F.log_softmax(z.float(), dim=1), teacher).backward()
-        optimizer.step()
-        return score.detach()
+        return pss_reference_step(model, optimizer, x, y, full, mid, low, autocast)["score"]
 
     return step
 
@@ -214,7 +248,7 @@ def dcff_step_fn(case: dict, device):
     def step():
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = F.cross_entropy(model(x).float(), y)
+            loss = F.cross_entropy(_wide(model(x)), y)
         loss.backward()
         optimizer.step()
         return loss.detach()

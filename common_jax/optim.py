@@ -40,7 +40,7 @@ def learning_rate_schedule(opt_cfg, steps_per_epoch: int, total_steps: int) -> C
         step = jnp.asarray(step, jnp.int32)
         epoch = step // steps_per_epoch
         if kind == "constant":
-            lr = jnp.asarray(base, jnp.float32)
+            lr = jnp.asarray(base, jnp.result_type(float))
         elif kind == "step":
             lr = base * opt_cfg.decay_factor ** jnp.sum(epoch >= boundaries).astype(jnp.float32)
         elif kind == "cosine":
@@ -50,7 +50,7 @@ def learning_rate_schedule(opt_cfg, steps_per_epoch: int, total_steps: int) -> C
             lr = 0.5 * base * (1 + jnp.cos(jnp.pi * (epoch - w) / max(total_epochs - w, 1)))
         if warmup_steps:
             lr = jnp.where(step < warmup_steps, lr * (1.0 + step) / warmup_steps, lr)
-        return lr.astype(jnp.float32)
+        return lr.astype(jnp.result_type(float))  # float32 (float64 with x64 enabled)
 
     return schedule
 

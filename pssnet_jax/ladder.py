@@ -6,12 +6,14 @@ params, predicted latency (when a latency table was used), selection and test ac
 resolution, the artifact file and, for ONNX artifacts with onnxruntime installed, the
 measured onnxruntime latency (median of ``config.export.latency_runs`` calls at each of
 ``config.export.latency_batches``) on the machine named in ``measured_on``.
-``pick_subnet.py`` (``ladder_pick.py``, standard library only) is copied beside it.
+``pick_subnet.py`` (``ladder_pick.py``, standard library only) is copied beside it, and
+with measured latencies ``ladder.png`` plots test accuracy against them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ from pssnet_jax.supernet_run import SupernetRun
 log = logging.getLogger(__name__)
 LADDER_FILE = "ladder.json"
 PICKER_FILE = "pick_subnet.py"
+PLOT_FILE = "ladder.png"
 FORMAT_VERSION = 1
 
 
@@ -75,4 +78,48 @@ def export_ladder(pss: SupernetRun, state, workdir: str, directory: str) -> str:
         paths.write_text(paths.join(directory, LADDER_FILE), json.dumps(ladder, indent=2))
         with open(os.path.join(os.path.dirname(__file__), "ladder_pick.py")) as f:
             paths.write_text(paths.join(directory, PICKER_FILE), f.read())
+        if ladder["measured_on"]:
+            plot(ladder, paths.join(directory, PLOT_FILE))
     return directory
+
+
+def markdown_table(ladder: dict) -> str:
+    """The rungs as a Markdown table (README's Deploy section is this table of
+    docs/deploy/ladder.json)."""
+    batches = sorted({int(b) for r in ladder["rungs"] for b in (r["onnxruntime_ms"] or {})})
+    lines = ["| rung | resolution | MFLOPs | params | held-out acc. | test acc. | " +
+             " | ".join(f"onnxruntime ms, batch {b}" for b in batches) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(batches)]
+    for r in ladder["rungs"]:
+        held = "-" if r["selection_accuracy"] is None else f"{100 * r['selection_accuracy']:.1f}%"
+        ms = [f"{(r['onnxruntime_ms'] or {}).get(str(b), float('nan')):.3f}" for b in batches]
+        lines.append(f"| {r['directory']} | {r['resolution']} | {r['flops'] / 1e6:.2f} | "
+                     f"{r['params']:,} | {held} | {100 * r['test_accuracy']:.2f}% | " +
+                     " | ".join(ms) + " |")
+    return "\n".join(lines)
+
+
+def plot(ladder: dict, path: str) -> None:
+    """Test accuracy against measured onnxruntime latency, one panel per batch size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    batches = sorted({int(b) for r in ladder["rungs"] for b in (r["onnxruntime_ms"] or {})})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.8), dpi=120,
+                             squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        xs = [r["onnxruntime_ms"][str(batch)] for r in ladder["rungs"]]
+        ys = [100 * r["test_accuracy"] for r in ladder["rungs"]]
+        ax.plot(xs, ys, "o")
+        for r, x, y in zip(ladder["rungs"], xs, ys):
+            ax.annotate(f"{r['flops'] / 1e6:.1f}M", (x, y), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel(f"onnxruntime latency (ms, batch {batch}, median)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"kept subnets as ONNX artifacts; {ladder['measured_on']}", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    paths.write_bytes(path, buffer.getvalue())

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from common_jax import data
-from common_jax.losses import cross_entropy
+from common_jax.losses import at_least_float32, cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def mean_cross_entropy(logits, labels):
 
 def kl_to_teacher(teacher, logits):
     """KL(teacher || softmax(logits)), summed over classes, mean over the batch."""
-    log_q = jax.nn.log_softmax(logits.astype(jnp.float32))
+    log_q = jax.nn.log_softmax(at_least_float32(logits))
     return jnp.mean(jnp.sum(jax.scipy.special.xlogy(teacher, teacher) - teacher * log_q, -1))
 
 
@@ -85,7 +85,7 @@ class StepFunctions:
             return ce_weight * ce + kl_weight * kl, (logits, ce, kl, updates["batch_stats"])
 
         (_, (logits, ce, kl, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        probs = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32)))
+        probs = jax.lax.stop_gradient(jax.nn.softmax(at_least_float32(logits)))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy}
 

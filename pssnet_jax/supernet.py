@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from common_jax.losses import at_least_float32
 from common_jax.models import mobilenet, ops
 
 
@@ -61,7 +62,7 @@ class MaskedBatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
-        xf = x.astype(jnp.float32)
+        xf = at_least_float32(x)
         if train:
             groups = x.shape[0] // self.group_size if self.group_size else 1
             # One group needs no reshape (the reshape alone cost compile and run time).
@@ -104,7 +105,7 @@ class MaskedMobileNet(nn.Module):
     @nn.compact
     def __call__(self, x, widths: dict, resolution: int, train: bool = True,
                  bn_momentum=None):
-        x = ops.resize_align_corners(x.astype(jnp.float32), resolution).astype(self.dtype)
+        x = ops.resize_align_corners(at_least_float32(x), resolution).astype(self.dtype)
         conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
         active = {layer.name: layer.out_ch
                   for layer in mobilenet.layers(active_arch(self.full_arch, widths), resolution)

@@ -48,6 +48,24 @@ def _fc(params):
             "fc.bias": torch.tensor(np.asarray(params["fc"]["bias"]))}
 
 
+def sliced_mobilenet_tensors(params, full: dict) -> dict:
+    """The flax MobileNetV2 supernet's params (or any tree shaped like them, e.g. gradients)
+    as the reference SlicedMobileNet's named tensors."""
+    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
+               **_bn(params, "stem_bn", "stem_bn"), **_fc(params),
+               "tail.weight": _conv(params["tail_conv"]["kernel"]),
+               **_bn(params, "tail_bn", "tail_bn")}
+    for i, block in enumerate(full["blocks"]):
+        if block["expand"]:
+            tensors[f"expand.{i}.weight"] = _conv(params[f"block{i}_expand_conv"]["kernel"])
+            tensors.update(_bn(params, f"block{i}_expand_bn", f"expand_bn.{i}"))
+        tensors[f"dw.{i}.weight"] = _conv(params[f"block{i}_dw_conv"]["kernel"])
+        tensors.update(_bn(params, f"block{i}_dw_bn", f"dw_bn.{i}"))
+        tensors[f"pw.{i}.weight"] = _conv(params[f"block{i}_pw_conv"]["kernel"])
+        tensors.update(_bn(params, f"block{i}_pw_bn", f"pw_bn.{i}"))
+    return tensors
+
+
 def test_reference_supernet_equals_the_masked_jax_supernet():
     """A middle subnet at 20 px: the sliced PyTorch supernet (run in float64; its float32 CPU
     convs round ~10x more than XLA's here) and the masked flax supernet give the same
@@ -64,21 +82,8 @@ def test_reference_supernet_equals_the_masked_jax_supernet():
     variables = model.init(jax.random.key(1), x, supernet.widths_of(full), 28, train=False)
     ours, _ = model.apply(variables, x, supernet.widths_of(arch), 20, train=True,
                           mutable=["batch_stats"])
-    params = variables["params"]
     reference = torch_reference.SlicedMobileNet(full)
-    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
-               **_bn(params, "stem_bn", "stem_bn"), **_fc(params),
-               "tail.weight": _conv(params["tail_conv"]["kernel"]),
-               **_bn(params, "tail_bn", "tail_bn")}
-    for i, block in enumerate(full["blocks"]):
-        if block["expand"]:
-            tensors[f"expand.{i}.weight"] = _conv(params[f"block{i}_expand_conv"]["kernel"])
-            tensors.update(_bn(params, f"block{i}_expand_bn", f"expand_bn.{i}"))
-        tensors[f"dw.{i}.weight"] = _conv(params[f"block{i}_dw_conv"]["kernel"])
-        tensors.update(_bn(params, f"block{i}_dw_bn", f"dw_bn.{i}"))
-        tensors[f"pw.{i}.weight"] = _conv(params[f"block{i}_pw_conv"]["kernel"])
-        tensors.update(_bn(params, f"block{i}_pw_bn", f"pw_bn.{i}"))
-    _load(reference, tensors)
+    _load(reference, sliced_mobilenet_tensors(variables["params"], full))
     theirs = reference.double().train()(
         torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64)), arch, 20)
     np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)

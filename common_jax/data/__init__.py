@@ -77,11 +77,13 @@ def image_size(dataset_cfg) -> int:
 
 
 def normalize(images, mean, std, dtype):
-    """uint8 NHWC -> (x / 255 - mean) / std in ``dtype`` (runs inside the jitted step)."""
+    """uint8 NHWC -> (x / 255 - mean) / std in ``dtype`` (runs inside the jitted step),
+    computed in float32 (float64 for a float64 ``dtype``)."""
     import jax.numpy as jnp
-    mean = jnp.asarray(mean, jnp.float32)
-    std = jnp.asarray(std, jnp.float32)
-    return ((images.astype(jnp.float32) / 255.0 - mean) / std).astype(dtype)
+    work = jnp.promote_types(dtype, jnp.float32)
+    mean = jnp.asarray(mean, work)
+    std = jnp.asarray(std, work)
+    return ((images.astype(work) / 255.0 - mean) / std).astype(dtype)
 
 
 def load_memory_split(dataset_cfg, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:

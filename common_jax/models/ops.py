@@ -149,7 +149,7 @@ def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
     low = np.minimum(np.floor(positions).astype(int), in_size - 1)
     high = np.minimum(low + 1, in_size - 1)
     frac = positions - low
-    weights = np.zeros((out_size, in_size), np.float32)
+    weights = np.zeros((out_size, in_size), np.float64)  # each entry rounds once to x's dtype
     weights[np.arange(out_size), low] += 1 - frac
     weights[np.arange(out_size), high] += frac
     return weights

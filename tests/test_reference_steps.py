@@ -1,0 +1,221 @@
+"""The PSS-Net training step against the PyTorch reference, value by value, in float64
+(issue #17 part 1).
+
+JAX runs in a subprocess with x64 enabled (the step's code unchanged: every "at least
+float32" cast keeps float64); the reference (``benchmarks/torch_reference.py``: the sliced
+supernet and ``pss_reference_step``, written from pssnet.md §7, with its four forwards) runs
+here in double from the same weights and the same normalised batch (the step's own
+``images``: the input pipeline normalises in float32, so both sides take its output). At test sizes float32 results of the same formula differ by up to 1e-3,
+so only float64 can tell a bug from rounding; the comparison is normwise relative, 1e-7.
+
+Compared: the three loss terms and the middle subnet's score, the summed gradients of step 1
+(every tensor), the parameters after 3 steps of Nesterov SGD with weight decay on kernels
+only and the cosine schedule of the config, and BN running statistics after step 1 under
+the stated rule (``check_running_stats``): PyTorch keeps the unbiased batch variance, JAX the
+biased one; PyTorch's step has a fourth BN update (the score forward); channels a subnet
+does not use are updated by the JAX masked BN (with the statistics of the masked conv's
+output) and not by PyTorch, so they are not compared (recalibration before any evaluation
+overwrites them).
+
+Mutants tried (each failed here): KL(student || teacher) instead of KL(teacher || student)
+(kl_mid, 1e-2 off), the three gradients averaged instead of summed in the update (the change
+of the parameters, 0.68 off), the score's sign flipped (score), weight decay on every
+parameter (0.24 off), Nesterov off (0.32 off).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import torch_reference  # noqa: E402
+from test_benchmarks import _load, sliced_mobilenet_tensors  # noqa: E402
+
+# 32 images: on 8 (late layers see 1 x 1 maps, BN over 8 values) the first steps are chaotic
+# enough that 1e-12 differences after step 1 grow to 1e-6 by step 3; on 32, to 3e-9.
+STEPS, TOTAL_STEPS, BATCH = 3, 10, 32
+JAX_STEPS = f"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from common_jax import data, optim
+from pssnet_dcff import api
+from pssnet_jax import supernet
+from pssnet_jax.space import Subnet, space_from_config
+from pssnet_jax.step import StepFunctions
+
+config = api.load_config("configs/pssnet/embedded.py")
+info = data.dataset_info("embedded")
+space = space_from_config(config, info)
+full, low, high = space.full_arch, space.min_subnet(), space.max_subnet()
+mid = Subnet(20, tuple(h if i % 2 else lo for i, (lo, h) in
+                       enumerate(zip(low.channels, high.channels))))
+model = supernet.build_supernet(full, dtype=jnp.float64, depthwise_impl="conv")
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, ({BATCH}, 28, 28, 1), dtype=np.uint8)
+labels = rng.integers(0, 10, {BATCH}).astype(np.int32)
+variables = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)),
+                       supernet.widths_of(full), 28, train=False)
+variables = jax.tree.map(lambda v: np.asarray(v, np.float64), variables)
+schedule = optim.learning_rate_schedule(config.optimizer, {TOTAL_STEPS // 2}, {TOTAL_STEPS})
+tx = optim.sgd(config.optimizer, schedule)
+fns = StepFunctions(model, tx, schedule, info, jnp.float64, 28)
+state = dict(step=jnp.int32(0), params=variables["params"],
+             batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+batch = dict(image=images, label=labels)
+nets = ((supernet.widths_of(full), 28),
+        (supernet.widths_of(space.arch(mid)), mid.resolution),
+        (supernet.widths_of(space.arch(low)), low.resolution))
+grads, stats, _ = jax.jit(lambda s: fns._three(fns.subnet_grad, s, batch, nets))(state)
+out = dict(initial=variables["params"], grads=jax.tree.map(lambda *g: sum(g), *grads),
+           stats=stats)
+metrics = []
+for _ in range({STEPS}):
+    state, m = fns.step(state, batch, nets[0][0], nets[1], nets[2], mode="single")
+    metrics.append({{k: float(v) for k, v in m.items()}})
+out["final"] = state["params"]
+arrays = {{f"{{part}}/{{k}}": np.asarray(v) for part, tree in out.items()
+          for k, v in traverse_util.flatten_dict(tree, sep="/").items()}}
+normalized = np.asarray(jax.jit(fns.images)(batch))  # the step's own input, float64
+np.savez(sys.argv[1], images=images, normalized=normalized, labels=labels, **arrays)
+print(json.dumps(dict(metrics=metrics, full=full, mid=space.arch(mid),
+                      mid_resolution=mid.resolution, low=space.arch(low),
+                      low_resolution=low.resolution, mean=list(info.mean),
+                      std=list(info.std), lr=config.optimizer.learning_rate,
+                      weight_decay=config.optimizer.weight_decay)))
+"""
+
+
+def unflatten(arrays, part: str) -> dict:
+    tree: dict = {}
+    for key in arrays.files:
+        if key.startswith(part + "/"):
+            node = tree
+            *parents, leaf = key[len(part) + 1:].split("/")
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = arrays[key]
+    return tree
+
+
+def assert_close(ours, theirs, what: str, tol: float = 1e-7, floor: float = 1e-300) -> None:
+    """Normwise relative agreement: |ours - theirs| <= tol * max(max|theirs|, floor)."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    scale = max(np.abs(theirs).max(), floor)
+    error = np.abs(ours - theirs).max() / scale
+    assert error <= tol, f"{what}: relative error {error:.3g} > {tol:g}"
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("x64") / "jax.npz")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", JAX_STEPS, path], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), np.load(path)
+
+
+def reference(info: dict, arrays):
+    """The sliced double-precision supernet loaded with JAX's initial weights, its SGD
+    (PSS-Net's decay groups, Nesterov), the normalised batch and the three nets."""
+    torch.manual_seed(0)
+    model = torch_reference.SlicedMobileNet(info["full"]).double().train()
+    _load(model, {k: v.double() for k, v in sliced_mobilenet_tensors(
+        unflatten(arrays, "initial"), info["full"]).items()})
+    optimizer = torch.optim.SGD(torch_reference.pss_param_groups(model, info["weight_decay"]),
+                                lr=info["lr"], momentum=0.9, nesterov=True)
+    x = torch.from_numpy(arrays["normalized"].transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(arrays["labels"].astype(np.int64))
+    nets = ({"arch": info["mid"], "resolution": info["mid_resolution"]},
+            {"arch": info["low"], "resolution": info["low_resolution"]})
+    return model, optimizer, x, y, nets
+
+
+def cosine_lr(base: float, step: int) -> float:
+    return 0.5 * base * (1 + math.cos(math.pi * step / TOTAL_STEPS))
+
+
+def test_pss_step_losses_score_gradients_and_three_updates_match_the_reference(jax_run):
+    info, arrays = jax_run
+    model, optimizer, x, y, (mid, low) = reference(info, arrays)
+    first = torch_reference.pss_reference_step(model, None, x, y, info["full"], mid, low)
+    ours = info["metrics"][0]
+    for key, theirs in (("loss", first["ce_max"]), ("score", first["score"]),
+                        ("kl_mid", first["kl_mid"]), ("kl_min", first["kl_min"])):
+        assert_close(ours[key], float(theirs), key)
+    grads = sliced_mobilenet_tensors(unflatten(arrays, "grads"), info["full"])
+    named = dict(model.named_parameters())
+    # A bias right before a BatchNorm has a gradient of exactly 0 in exact arithmetic (its
+    # rounding noise is all there is to compare): such tensors are held to 1e-7 of 1e-6 of
+    # the largest gradient instead of their own scale.
+    largest = max(float(p.grad.abs().max()) for p in named.values())
+    for name, grad in grads.items():
+        assert_close(grad, named[name].grad.numpy(), f"summed gradient of {name}",
+                     floor=1e-6 * largest)
+    check_running_stats(unflatten(arrays, "stats"), info, arrays, x)
+    for step in range(STEPS):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(info["lr"], step)
+        if step == 0:
+            optimizer.step()
+        else:
+            torch_reference.pss_reference_step(model, optimizer, x, y, info["full"], mid, low)
+        assert_close(info["metrics"][step]["learning_rate"], cosine_lr(info["lr"], step),
+                     "learning rate", tol=1e-7)
+    # The change of every parameter over the 3 steps (not the parameter itself, which would
+    # hide a wrong update behind a large initial value).
+    initial = sliced_mobilenet_tensors(unflatten(arrays, "initial"), info["full"])
+    final = sliced_mobilenet_tensors(unflatten(arrays, "final"), info["full"])
+    for name, value in final.items():
+        theirs = named[name].detach().numpy() - np.asarray(initial[name])
+        assert np.abs(theirs).max() > 0, name
+        assert_close(np.asarray(value) - np.asarray(initial[name]), theirs,
+                     f"the change of {name} over {STEPS} steps", floor=1e-6 * largest)
+
+
+def reference_batch_stats(info: dict, arrays, net: dict, x) -> dict:
+    """{bn name: (batch mean, unbiased batch variance)} of one forward of ``net`` in a fresh
+    reference model (its running statistics start at 0 and 1, momentum 0.1)."""
+    model, _, _, _, _ = reference(info, arrays)
+    with torch.no_grad():
+        model(x, net["arch"], net["resolution"])
+    return {name: ((m.running_mean.numpy() - 0.0) / 0.1, (m.running_var.numpy() - 0.9) / 0.1)
+            for name, m in model.named_modules() if name in ("stem_bn", "tail_bn")}
+
+
+def check_running_stats(stats: dict, info: dict, arrays, x) -> None:
+    """BN running statistics after step 1, for the stem and tail BN channels all three nets
+    use: JAX updates them with the max, middle and min nets' batch statistics in that order
+    (mean 0.9^3 r0 + 0.9^2 0.1 s_max + 0.9 0.1 s_mid + 0.1 s_min), each biased variance being
+    the reference's unbiased one times (n - 1) / n for that net's n = batch x H x W. (PyTorch's
+    own step adds a fourth update, the score forward; channels a subnet does not use get the
+    statistics of the masked conv's output in JAX and nothing in PyTorch: not compared.)"""
+    nets = [{"arch": info["full"], "resolution": 28},
+            {"arch": info["mid"], "resolution": info["mid_resolution"]},
+            {"arch": info["low"], "resolution": info["low_resolution"]}]
+    per_net = [reference_batch_stats(info, arrays, net, x) for net in nets]
+    weights = (0.9 * 0.9 * 0.1, 0.9 * 0.1, 0.1)
+    for name, (width, stride) in {"stem_bn": (info["low"]["stem"], 2),
+                                  "tail_bn": (info["low"]["tail"], 32)}.items():
+        mean, var = 0.0, 0.9 ** 3
+        for weight, net, batch_stats in zip(weights, nets, per_net):
+            n = BATCH * math.ceil(net["resolution"] / stride) ** 2
+            mean = mean + weight * batch_stats[name][0][:width]
+            var = var + weight * batch_stats[name][1][:width] * (n - 1) / n
+        # The tail's input is BatchNorm output at 1 x 1, so its batch means are 0 up to
+        # rounding: its means are held to 1e-7 of its variances' scale.
+        assert_close(stats[name]["mean"][:width], mean, f"{name} running mean",
+                     floor=float(np.abs(var).max()))
+        assert_close(stats[name]["var"][:width], var, f"{name} running var")
