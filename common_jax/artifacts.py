@@ -24,6 +24,7 @@ from common_jax.models import ops
 FORMATS = ("orbax", "stablehlo", "onnx")
 FILES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
 PLATFORMS = ("cpu", "cuda", "tpu")
+WARMUP_CALLS = 20
 
 
 def check_format(export_format: str) -> None:
@@ -100,8 +101,8 @@ def machine() -> str:
 
 
 def onnxruntime_latency_ms(path: str, shape: tuple, batch_sizes, runs: int) -> dict:
-    """{batch: median ms of ``runs`` timed calls after 3 warm-up calls} of an ONNX artifact
-    in onnxruntime's CPU provider (default threading), on random uint8 images."""
+    """{batch: median ms of ``runs`` timed calls after ``WARMUP_CALLS`` untimed ones} of an
+    ONNX artifact in onnxruntime's CPU provider (default threading), on random uint8 images."""
     import onnxruntime
     session = onnxruntime.InferenceSession(paths.read_bytes(path),
                                            providers=["CPUExecutionProvider"])
@@ -110,10 +111,10 @@ def onnxruntime_latency_ms(path: str, shape: tuple, batch_sizes, runs: int) -> d
     for batch in batch_sizes:
         images = rng.integers(0, 256, (batch, *shape[1:]), dtype=np.uint8)
         times = []
-        for i in range(runs + 3):
+        for i in range(runs + WARMUP_CALLS):
             start = time.perf_counter()
             session.run(None, {"images": images})
-            if i >= 3:
+            if i >= WARMUP_CALLS:
                 times.append(1000 * (time.perf_counter() - start))
         out[str(batch)] = float(np.median(times))
     return out

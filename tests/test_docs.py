@@ -1,5 +1,6 @@
 """The quickstart notebook runs top to bottom; every launch command in the guides is accepted."""
 
+import json
 import os
 import re
 import shlex
@@ -28,6 +29,17 @@ def test_guide_commands_pass_dry_run(guide, args):
     result = launch(*shlex.split(args), "--dry_run")
     assert result.returncode == 0, f"{guide}: {args}\n{result.stderr}"
     assert '"dry_run": "ok"' in result.stdout
+
+
+def test_readme_ladder_table_is_the_committed_ladder():
+    """README's Deploy table is docs/deploy/ladder.json (the embedded run's ladder export)."""
+    from pssnet_jax import ladder
+    with open(os.path.join(ROOT, "docs", "deploy", "ladder.json")) as f:
+        document = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert ladder.markdown_table(document) in readme
+    assert document["measured_on"] and all(r["onnxruntime_ms"] for r in document["rungs"])
 
 
 def test_readme_links_the_notebook_and_guides():

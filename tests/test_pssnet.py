@@ -279,6 +279,7 @@ def test_budget_ladder_through_the_cli_with_measured_latency_and_the_shipped_pic
     entries = sorted(switch.candidates(document), key=lambda e: e["flops"])
     assert len(ladder["rungs"]) == len(entries) >= 4
     assert "onnxruntime" in ladder["measured_on"] and ladder["export_format"] == "onnx"
+    assert (out / "ladder.png").stat().st_size > 1000
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     for rung, entry in zip(ladder["rungs"], entries):
         for key in ("flops", "params", "test_accuracy", "selection_accuracy", "resolution",
