@@ -4,9 +4,11 @@
 ``state["fusion"]`` holds the fusion matrices (the ``fusion`` variable collection of the
 fused model), the last importance scores (the faithful mode keeps them when new ones are not
 finite, as the official code does), the current selection (slot -> filter index), all keyed
-like the fusion collection, and the epoch they were computed for. It is recomputed from the
-current filter banks before the first step of every epoch, checkpointed with the rest of the
-state, and not recomputed when a run resumes mid-epoch. ``fold`` turns the fused network
+like the fusion collection, and the update they were computed for (key ``epoch``: the epoch,
+or with ``config.dcff.schedule='progress'`` the index ``step // update_every_steps``). It is
+recomputed from the current filter banks before the first step of every epoch (or every
+``update_every_steps`` steps), checkpointed with the rest of the state, and not recomputed
+when a run resumes between two updates. ``fold`` turns the fused network
 into the plain compact model for export.
 """
 
@@ -45,24 +47,43 @@ def _bank_kernels(params, matrices):
                                          for key in traverse_util.flatten_dict(matrices)})
 
 
-def updated(state: dict, epoch: int, total_epochs: int, cfg) -> dict:
-    """``state`` with the fusion recomputed for ``epoch`` at the temperature T(epoch) of
-    ``cfg`` (``config.dcff``); unchanged when it was already computed for this epoch (a run
-    resumed mid-epoch keeps the checkpointed matrices)."""
+def update_interval(run, cfg) -> int:
+    """Steps between fusion updates: an epoch, or ``cfg.update_every_steps`` ('progress')."""
+    return cfg.update_every_steps if cfg.schedule == "progress" else run.steps_per_epoch
+
+
+def schedule_point(step: int, run, cfg) -> tuple[int, float, int]:
+    """(update index, e, E) of the update due at ``step``: T(e) of a schedule of E epochs.
+    'epoch': the run's epoch and epochs; 'progress': e = the fraction of the run's steps done
+    at the update times ``cfg.paper_epochs``, E = ``cfg.paper_epochs``."""
+    if cfg.schedule == "progress":
+        index = step // cfg.update_every_steps
+        done = index * cfg.update_every_steps / run.total_steps
+        return index, done * cfg.paper_epochs, cfg.paper_epochs
+    epoch = run.epoch(step)
+    return epoch, epoch, run.total_epochs
+
+
+def updated(state: dict, epoch: float, total_epochs: int, cfg, index: int | None = None):
+    """``state`` with the fusion recomputed at the temperature T(epoch) of a schedule of
+    ``total_epochs`` (``cfg`` = ``config.dcff``), recorded as update ``index`` (default the
+    epoch); unchanged when update ``index`` was already computed (a run resumed between two
+    updates keeps the checkpointed matrices)."""
+    index = epoch if index is None else index
     old = state["fusion"]
-    if int(old["epoch"]) == epoch:
+    if int(old["epoch"]) == index:
         return state
     temp, t = fusion.schedule_values(epoch, total_epochs, cfg)
     matrices, scores, selections = fusion.update_all(
         _bank_kernels(state["params"], old["matrix"]), old["score"], old["selection"],
         jnp.asarray(int(old["epoch"]) < 0), temp, t, mode=cfg.mode)
     new = {"matrix": matrices, "score": scores, "selection": selections,
-           "epoch": jnp.asarray(epoch, jnp.int32)}
+           "epoch": jnp.asarray(index, jnp.int32)}
     new = jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), new, old)
     return dict(state, fusion=new)
 
 
-def update_diagnostics(old: dict, new: dict, epoch: int, total_epochs: int, cfg) -> dict:
+def update_diagnostics(old: dict, new: dict, epoch: float, total_epochs: int, cfg) -> dict:
     """TensorBoard scalars of a fusion update: the temperature T(epoch) and how many kept
     slots changed their selected filter (every slot at the first update)."""
     temp, _ = fusion.schedule_values(epoch, total_epochs, cfg)

@@ -3,7 +3,9 @@ scratch with every kept filter a fusion of its layer's filter bank.
 
 Reads top to bottom: set up -> restore or initialise (the state gains ``fusion``,
 ``dcff_jax/fusion_state.py``) -> for each step: when an epoch starts, recompute the fusion
-matrices at T(epoch); the compiled step; log / evaluate / checkpoint / preemption -> summary.
+matrices at T(epoch) (with ``dcff.schedule='progress'``: every ``dcff.update_every_steps``
+steps, at T of the training progress); the compiled step; log / evaluate / checkpoint /
+preemption -> summary.
 Export folds the fusion into the kernels: the plain compact model. The ``scratch`` mode
 trains the same compact widths without fusion (the baseline trainer on the compact
 description). This module is the ``dcff`` entry of ``pssnet_dcff/registry.py``.
@@ -58,13 +60,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         loop.log_plan(costs)
         variables = fusion_state.fused_variables
         eval_step, step_fn = make_eval_step(run, model, variables), None
+        interval = fusion_state.update_interval(run, config.dcff)
         while loop.running():
-            if loop.step % run.steps_per_epoch == 0 or loop.step == loop.resumed_at:
-                epoch, before = run.epoch(loop.step), state["fusion"]
-                state = fusion_state.updated(state, epoch, run.total_epochs, config.dcff)
+            if loop.step % interval == 0 or loop.step == loop.resumed_at:
+                index, epoch, total = fusion_state.schedule_point(loop.step, run, config.dcff)
+                before = state["fusion"]
+                state = fusion_state.updated(state, epoch, total, config.dcff, index)
                 if state["fusion"] is not before:
                     loop.write_scalars(fusion_state.update_diagnostics(
-                        before, state["fusion"], epoch, run.total_epochs, config.dcff))
+                        before, state["fusion"], epoch, total, config.dcff))
             batch = loop.next_batch()
             step_fn = step_fn or compile_logged(
                 "train step", make_train_step(run, model, variables), state, batch)

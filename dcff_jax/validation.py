@@ -26,6 +26,7 @@ def validate(config: ml_collections.ConfigDict, need_latency_table: bool = True)
     if not 0 < config.dcff.t_start < config.dcff.t_end or config.dcff.k <= 0:
         raise ValueError(f"config.dcff: need 0 < t_start < t_end and k > 0, got t_start="
                          f"{config.dcff.t_start}, t_end={config.dcff.t_end}, k={config.dcff.k}")
+    _validate_schedule(config.dcff)
     if config.init_from and config.dcff.mode != "scratch":
         raise ValueError(f"config.init_from={config.init_from!r}: only plain models (baseline, "
                          f"DCFF scratch) start from an exported model, not DCFF mode "
@@ -35,3 +36,13 @@ def validate(config: ml_collections.ConfigDict, need_latency_table: bool = True)
                                    in_channels=3)
     except RateStringError as e:
         raise ValueError(f"config.dcff.rates: {e}") from None
+
+
+def _validate_schedule(cfg) -> None:
+    if cfg.schedule not in ("epoch", "progress"):
+        raise ValueError(f"config.dcff.schedule={cfg.schedule!r}: expected 'epoch' or "
+                         f"'progress'")
+    for key in ("paper_epochs", "update_every_steps"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"config.dcff.{key}={value!r} must be a positive integer")

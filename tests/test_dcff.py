@@ -254,3 +254,28 @@ def test_fused_banks_have_original_filters_and_compact_inputs(model, rate_string
             assert matrices[f"{layer.name}/P"].shape == (layer.out_ch, fused[layer.name])
         else:  # ResNet-50's downsample convs are ordinary compact convs
             assert "downsample" in layer.name and bank[-1] == layer.out_ch
+
+
+def test_progress_schedule_recomputes_every_k_steps_at_the_temperature_of_the_progress(
+        tmp_path):
+    """dcff.schedule='progress': the fusion is recomputed every update_every_steps steps at
+    T(e) with e = fraction of steps done x paper_epochs (schedule length paper_epochs), and a
+    run resumed between two updates recomputes nothing and ends as the uninterrupted one."""
+    config = dcff_tiny("stable", **{"dcff.schedule": "progress", "dcff.paper_epochs": 8,
+                                    "dcff.update_every_steps": 4})
+    straight = api.train(config, str(tmp_path / "a")).summary
+    assert api.train(config, str(tmp_path / "b"), stop_after=6).summary["step"] == 6
+    resumed = api.train(config, str(tmp_path / "b")).summary
+    assert resumed["train_loss"] == straight["train_loss"]
+    assert resumed["eval_loss"] == straight["eval_loss"]
+    updates = {}
+    for run in ("a", "b"):
+        with open(tmp_path / run / "metrics.jsonl") as f:
+            updates[run] = {line["step"]: line["fusion_temperature"] for line in
+                            map(json.loads, f) if "fusion_temperature" in line}
+    assert updates["a"] == updates["b"]  # no recompute at step 6
+    assert sorted(updates["a"]) == [0, 4, 8, 12]  # 16 steps, every 4
+    for step, temp in updates["a"].items():
+        expected = fusion.temperature(step / 16 * 8, 8, 1.0, 1e4, 1.0)  # e = progress x 8
+        assert temp == pytest.approx(expected, rel=1e-6), step
+    assert updates["a"][4] == pytest.approx(fusion.temperature(2.0, 8))  # not T(epoch 0)

@@ -5,11 +5,12 @@ JAX runs in a subprocess with x64 enabled (the step's code unchanged: every "at 
 float32" cast keeps float64); the reference (``benchmarks/torch_reference.py``: the sliced
 supernet and ``pss_reference_step``, written from pssnet.md §7, with its four forwards) runs
 here in double from the same weights and the same normalised batch (the step's own
-``images``: the input pipeline normalises in float32, so both sides take its output). At test sizes float32 results of the same formula differ by up to 1e-3,
-so only float64 can tell a bug from rounding; the comparison is normwise relative, 1e-7.
+``images``, in float64 under x64). At test sizes float32 results of the same formula differ
+by up to 1e-3, so only float64 can tell a bug from rounding; the comparison is normwise
+relative, 1e-7.
 
 Compared: the three loss terms and the middle subnet's score, the summed gradients of step 1
-(every tensor), the parameters after 3 steps of Nesterov SGD with weight decay on kernels
+(every tensor), the change of the parameters over 3 steps of Nesterov SGD with weight decay on kernels
 only and the cosine schedule of the config, and BN running statistics after step 1 under
 the stated rule (``check_running_stats``): PyTorch keeps the unbiased batch variance, JAX the
 biased one; PyTorch's step has a fourth BN update (the score forward); channels a subnet
