@@ -256,6 +256,44 @@ def dcff_step_fn(case: dict, device):
     return step
 
 
+def dcff_fusion_update(weight, temperature: float, previous_scores, previous_selection,
+                       first: bool, mode: str):
+    """One layer's DCFF update as dcff.md §2.3-2.5 and §9.2 write it, for a (n, c, k, k)
+    filter bank: D = cdist of the flattened filters (zero diagonal); P = softmax(-T D) by rows;
+    KL[j, k] = mean_l P_jl log(P_jl / (P_kl + 1e-7)) ('faithful', the official expression,
+    whose score is kept from before when any entry is not finite) or sum_l P_jl (log P_jl -
+    log P_kl) / n in log space ('stable'); s_j = sum_k KL[j, k]; the top m = len(previous
+    selection) by score, in descending order at the first update; later, 'stable' keeps the
+    slot of every filter that stays and gives freed slots (in slot order) to the newcomers (in
+    descending score order). Returns (P rows of the selection, scores, selection)."""
+    rows = weight.reshape(weight.shape[0], -1)
+    distances = torch.cdist(rows, rows)
+    distances.fill_diagonal_(0.0)
+    n, m = rows.shape[0], len(previous_selection)
+    if mode == "faithful":  # the official code divides by t = 1 / T
+        proxies = torch.softmax(-distances / (1.0 / temperature), dim=1)
+        kl = (proxies[:, None, :] * torch.log(proxies[:, None, :] /
+                                              (proxies[None, :, :] + 1e-7))).mean(-1)
+        scores = kl.sum(1)
+        if not first and not bool(torch.isfinite(scores).all()):
+            scores = previous_scores
+    else:
+        log_p = torch.log_softmax(-distances * temperature, dim=1)
+        proxies = log_p.exp()
+        scores = (proxies[:, None, :] * (log_p[:, None, :] - log_p[None, :, :])).sum(-1).sum(1) / n
+    top = [int(i) for i in torch.topk(scores, m).indices]
+    if first or mode == "faithful":
+        selection = top
+    else:
+        selection = [int(i) for i in previous_selection]
+        newcomers = [i for i in top if i not in selection]  # already in descending score order
+        for slot, filt in enumerate(selection):
+            if filt not in top:
+                selection[slot] = newcomers.pop(0)
+    index = torch.tensor(selection)
+    return proxies[index], scores, index
+
+
 STEPS = {"pss": pss_step_fn, "dcff": dcff_step_fn}
 
 

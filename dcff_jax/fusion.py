@@ -50,9 +50,9 @@ def temperature(epoch: int, total_epochs: int, t_start: float = 1.0, t_end: floa
     return a / (1 + math.exp(-k * epoch)) + t_start - a / 2
 
 
-def filter_rows(kernel: jax.Array) -> jax.Array:
-    """(k, k, c_in, n) kernel -> (n, k*k*c_in) float32 rows, one per filter."""
-    return kernel.reshape(-1, kernel.shape[-1]).T.astype(jnp.float32)
+def filter_rows(kernel: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """(k, k, c_in, n) kernel -> (n, k*k*c_in) rows in ``dtype``, one per filter."""
+    return kernel.reshape(-1, kernel.shape[-1]).T.astype(dtype)
 
 
 def pairwise_distances(rows: jax.Array) -> jax.Array:
@@ -99,7 +99,10 @@ def keep_slots(previous: jax.Array, top: jax.Array, scores: jax.Array) -> jax.Ar
 
 def update_layer(kernel, previous_scores, previous_selection, first, temp, t, *, mode: str):
     """One layer's (fusion matrix (m, n), scores (n,), selection (m,)) for this epoch."""
-    distances = pairwise_distances(filter_rows(kernel))
+    # faithful: float32 as the official code (its NaN freeze depends on it); stable: at least
+    # float32 (float64 kernels under x64 stay float64, for the reference test)
+    dtype = jnp.float32 if mode == "faithful" else jnp.promote_types(kernel.dtype, jnp.float32)
+    distances = pairwise_distances(filter_rows(kernel, dtype))
     m = previous_selection.shape[0]
     if mode == "faithful":
         proxies, scores = faithful_scores(distances, t)

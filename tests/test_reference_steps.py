@@ -1,5 +1,5 @@
-"""The PSS-Net training step against the PyTorch reference, value by value, in float64
-(issue #17 part 1).
+"""The PSS-Net training step and the DCFF fusion update against the PyTorch reference, value
+by value, in float64 (issue #17 part 1). The DCFF tests are at the end of the file.
 
 JAX runs in a subprocess with x64 enabled (the step's code unchanged: every "at least
 float32" cast keeps float64); the reference (``benchmarks/torch_reference.py``: the sliced
@@ -220,3 +220,98 @@ def check_running_stats(stats: dict, info: dict, arrays, x) -> None:
         assert_close(stats[name]["mean"][:width], mean, f"{name} running mean",
                      floor=float(np.abs(var).max()))
         assert_close(stats[name]["var"][:width], var, f"{name} running var")
+
+
+# The DCFF fusion update of one layer (dcff_jax.fusion.update_layer) under x64 for the cases
+# below; the kernel of "moved" is "start" with one kept filter made a near-copy of another
+# and one dropped filter pushed far away, so that the stable selection must change.
+JAX_FUSION = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from dcff_jax import fusion
+rng = np.random.default_rng(0)
+start = rng.normal(size=(3, 3, 8, 16))
+out = {"start": start}
+for mode in ("faithful", "stable"):
+    kernel = start.astype(np.float32) if mode == "faithful" else start
+    zeros, ident = np.zeros(16, kernel.dtype), np.arange(6, dtype=np.int32)
+    rows, scores, sel = fusion.update_layer(kernel, zeros, ident, True, 1.0, 1.0, mode=mode)
+    out.update({f"{mode}_first_rows": rows, f"{mode}_first_scores": scores,
+                f"{mode}_first_sel": sel})
+    later = start.copy()
+    if mode == "stable":
+        kept, dropped = np.asarray(sel), [i for i in range(16) if i not in np.asarray(sel)]
+        later[..., kept[0]] = later[..., kept[1]] + 1e-3 * later[..., kept[0]]
+        later[..., dropped[0]] *= 5.0
+        out["moved"] = later
+    temp = float(np.float32(fusion.temperature(1, 10)))
+    rows, scores2, sel2 = fusion.update_layer(
+        later.astype(kernel.dtype), scores, sel, False, temp, 1.0 / temp, mode=mode)
+    out.update({f"{mode}_later_rows": rows, f"{mode}_later_scores": scores2,
+                f"{mode}_later_sel": sel2, "later_temperature": temp})
+np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in out.items()})
+"""
+
+
+@pytest.fixture(scope="module")
+def fusion_run(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("fusion") / "fusion.npz")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", JAX_FUSION, path], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(path)
+
+
+def _bank(kernel, dtype):
+    """flax (k, k, c_in, n) kernel -> the reference's (n, c_in, k, k) filter bank."""
+    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)).astype(dtype))
+
+
+def test_dcff_stable_fusion_update_matches_the_reference_in_float64(fusion_run):
+    """Stable mode in float64: the first update at T = 1 and, after the weights moved so that
+    the selection must change, the update at T(1) = 4,622 with slot keeping: proxies, scores
+    to 1e-7, the same selection. (Mutants tried: never re-select, re-select without keeping
+    slots, KL(P_k || P_j): each failed here.)"""
+    run = fusion_run
+    first = torch_reference.dcff_fusion_update(_bank(run["start"], np.float64), 1.0, None,
+                                               list(range(6)), True, "stable")
+    assert run["stable_first_sel"].tolist() == first[2].tolist()
+    assert_close(run["stable_first_scores"], first[1].numpy(), "stable scores, T = 1")
+    assert_close(run["stable_first_rows"], first[0].numpy(), "stable proxy rows, T = 1")
+    later = torch_reference.dcff_fusion_update(
+        _bank(run["moved"], np.float64), float(run["later_temperature"]), first[1],
+        first[2].tolist(), False, "stable")
+    assert run["stable_later_sel"].tolist() == later[2].tolist()
+    assert later[2].tolist() != first[2].tolist()  # the moved weights changed the selection
+    assert_close(run["stable_later_scores"], later[1].numpy(), "stable scores, T(1)")
+    assert_close(run["stable_later_rows"], later[0].numpy(), "stable proxy rows, T(1)",
+                 floor=1e-12)
+
+
+def test_dcff_faithful_fusion_update_matches_the_float32_reference(fusion_run):
+    """Faithful mode computes in float32 as the official code (its NaN freeze depends on it),
+    so it is held to the reference's own float32 noise (10 x the gap between the reference
+    in float32 and in float64): the same selection at T = 1, and at T(1) the non-finite
+    scores keep the epoch-0 ones and their selection, on both sides. (Mutant tried: always
+    replacing the scores, NaN included: failed here.)"""
+    run = fusion_run
+    exact = torch_reference.dcff_fusion_update(_bank(run["start"], np.float64), 1.0, None,
+                                               list(range(6)), True, "faithful")
+    single = torch_reference.dcff_fusion_update(_bank(run["start"], np.float32), 1.0, None,
+                                                list(range(6)), True, "faithful")
+    assert run["faithful_first_sel"].tolist() == single[2].tolist() == exact[2].tolist()
+    for index, key, what in ((1, "scores", "scores"), (0, "rows", "proxy rows")):
+        noise = np.abs(single[index].double().numpy() - exact[index].numpy()).max()
+        error = np.abs(run[f"faithful_first_{key}"] - exact[index].numpy()).max()
+        assert error <= 10 * noise + 1e-12, f"faithful {what}: {error:.3g} vs noise {noise:.3g}"
+    temp = float(run["later_temperature"])
+    later = torch_reference.dcff_fusion_update(_bank(run["start"], np.float32), temp,
+                                               single[1], single[2].tolist(), False,
+                                               "faithful")
+    assert np.array_equal(later[1].numpy(), single[1].numpy())  # non-finite: kept
+    assert np.array_equal(run["faithful_later_scores"], run["faithful_first_scores"])
+    assert run["faithful_later_sel"].tolist() == later[2].tolist() == single[2].tolist()
+    assert set(np.unique(run["faithful_later_rows"])) <= {0.0, 1.0}  # one-hot rows
