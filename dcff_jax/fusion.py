@@ -94,7 +94,8 @@ def keep_slots(previous: jax.Array, top: jax.Array, scores: jax.Array) -> jax.Ar
     newcomers = jnp.argsort(jnp.where(newcomer, -scores, jnp.inf))[:m]  # stable sort
     freed = jnp.argsort(stays)  # freed slots first, each group in slot order
     fill = jnp.arange(m) < jnp.sum(~stays)
-    return previous.at[freed].set(jnp.where(fill, newcomers, previous[freed]))
+    return previous.at[freed].set(jnp.where(fill, newcomers, previous[freed])
+                                  .astype(previous.dtype))
 
 
 def update_layer(kernel, previous_scores, previous_selection, first, temp, t, *, mode: str):

@@ -89,6 +89,24 @@ def test_reference_supernet_equals_the_masked_jax_supernet():
     np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-4, atol=1e-4)
 
 
+def fused_resnet_tensors(params, fusion, arch: dict) -> dict:
+    """The fused flax ResNet's params (or a tree shaped like them) and its fusion matrices
+    as the reference FusedResNetCifar's named tensors (P buffers included)."""
+    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
+               "stem.P": torch.tensor(np.asarray(fusion["stem_conv"]["P"])),
+               **_bn(params, "stem_bn", "stem_bn"), **_fc(params)}
+    k = 0
+    for s, blocks in enumerate(arch["stages"]):
+        for b in range(len(blocks)):
+            name, block = f"stage{s + 1}_block{b}", f"blocks.{k}"
+            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
+                tensors[f"{block}.{conv}.weight"] = _conv(params[name][conv]["kernel"])
+                tensors[f"{block}.{conv}.P"] = torch.tensor(np.asarray(fusion[name][conv]["P"]))
+                tensors.update(_bn(params[name], bn, f"{block}.{bn}"))
+            k += 1
+    return tensors
+
+
 def test_reference_fused_resnet_equals_the_jax_fused_model():
     """DCFF's fused ResNet-20 (embedded rates) with the same banks and fusion matrices."""
     config = api.load_config("configs/dcff/embedded.py")
@@ -98,25 +116,15 @@ def test_reference_fused_resnet_equals_the_jax_fused_model():
     variables = model.init(jax.random.key(1), x, train=False)
     full = models.arch_for("resnet20", num_classes=10, in_channels=1)
     reference = torch_reference.FusedResNetCifar(arch, full, seed=3)
-    matrices = {name: module.P for name, module in reference.named_modules()
+    matrices = {name: module.P.numpy() for name, module in reference.named_modules()
                 if isinstance(module, torch_reference.FuseConv)}
-    params, fusion = variables["params"], {}
-    tensors = {"stem.weight": _conv(params["stem_conv"]["kernel"]),
-               "stem.P": matrices["stem"], **_bn(params, "stem_bn", "stem_bn"), **_fc(params)}
-    fusion["stem_conv"] = {"P": matrices["stem"].numpy()}
-    k = 0
+    fusion = {"stem_conv": {"P": matrices["stem"]}}
     for s, blocks in enumerate(arch["stages"]):
         for b in range(len(blocks)):
-            flax_block, block = params[f"stage{s + 1}_block{b}"], f"blocks.{k}"
-            fusion[f"stage{s + 1}_block{b}"] = {}
-            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2")):
-                tensors[f"{block}.{conv}.weight"] = _conv(flax_block[conv]["kernel"])
-                tensors[f"{block}.{conv}.P"] = matrices[f"{block}.{conv}"]
-                tensors.update(_bn(flax_block, bn, f"{block}.{bn}"))
-                fusion[f"stage{s + 1}_block{b}"][conv] = {"P": matrices[f"{block}.{conv}"]
-                                                          .numpy()}
-            k += 1
-    _load(reference, tensors)
+            k = sum(len(stage) for stage in arch["stages"][:s]) + b
+            fusion[f"stage{s + 1}_block{b}"] = {conv: {"P": matrices[f"blocks.{k}.{conv}"]}
+                                                for conv in ("conv1", "conv2")}
+    _load(reference, fused_resnet_tensors(variables["params"], fusion, arch))
     ours, _ = model.apply({**variables, FUSION: fusion}, x, train=True,
                                      mutable=["batch_stats"])
     theirs = reference.train()(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
