@@ -3,6 +3,9 @@ tables and plots (docs/RESULTS.md reads them).
 
     python -m evidence.study            # the study (about 50 minutes on 2 CPU cores)
     python -m evidence.study --tiny     # its smoke-test form on the embedded subset
+    python -m evidence.study --only=dcff --dcff_schedule=progress --dcff_epochs=8 \
+        --seeds=0,1,2,3,4 --workdir=runs/evidence_progress --out=docs/evidence/dcff_progress
+                                        # DCFF at the paper's proportions (issue #17 part 4)
 
 1. DCFF: a ResNet-20 on 28 px Fashion-MNIST (15,000 training images of the full set, all
    10,000 test images; IDX files from ``--data_dir``), compact rates ``[0.5]*9+[0.0]*3``
@@ -16,6 +19,13 @@ tables and plots (docs/RESULTS.md reads them).
    structure space (the US-Net sandwich; its scores still fill the pools so that the final
    selection is the same). Three seeds each; FLOPs-accuracy curves of the kept subnets.
 
+``--dcff_schedule=progress`` runs DCFF with the temperature a function of training progress
+(``dcff.schedule='progress'``, ``paper_epochs`` 300, recomputed every 3 steps), so that the
+soft phase (T < 4,600) is the paper's share of training (0.3%) instead of a whole epoch;
+``--dcff_epochs`` and ``--seeds`` change the run length and the seeds. The tables then add a
+paired comparison over seeds (t-test and Wilcoxon signed-rank) of each DCFF mode against
+scratch and L1 at equal FLOPs.
+
 Every run has its own workdir under ``--workdir`` and is skipped when its summary exists, so
 an interrupted study continues. Writes ``results.json``, ``tables.md``, ``dcff.png`` and
 ``pssnet.png`` to ``--out``.
@@ -28,6 +38,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 
 from common_jax import data, export as export_lib
@@ -63,7 +74,7 @@ TINY = {
 }
 
 
-def _train(config, workdir: str) -> dict:
+def train_or_reuse(config, workdir: str) -> dict:
     """The run's summary: trained now, or read from a finished earlier run."""
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
@@ -74,6 +85,15 @@ def _train(config, workdir: str) -> dict:
     return api.train(config, workdir).summary
 
 
+def quiet_logging() -> None:
+    """INFO lines with a time stamp; orbax's and JAX's notes silenced."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-save notes
+    logging.getLogger("jax").setLevel(logging.WARNING)
+
+
 def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, **extra):
     overrides = {**scale["dcff"], "seed": seed, **extra}
     if overrides["dataset.name"] == "fashion_mnist_idx":
@@ -82,7 +102,7 @@ def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, **extra):
         return api.load_config("configs/baselines/embedded.py", **overrides)
     mode = "scratch" if variant == "l1" else variant
     return api.load_config("configs/dcff/embedded.py", mode, **{"dcff.rates": DCFF_RATES},
-                           **overrides)
+                           **scale.get("dcff_schedule", {}), **overrides)
 
 
 def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
@@ -91,7 +111,7 @@ def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
     epochs = scale["dcff"]["num_epochs"]
     pre = dcff_config("baseline", seed, scale, data_dir, num_epochs=epochs // 2)
     pre_dir = os.path.join(root, f"l1_pretrain_seed{seed}")
-    pre_summary = _train(pre, pre_dir)
+    pre_summary = train_or_reuse(pre, pre_dir)
     pruned_dir = os.path.join(pre_dir, "pruned")
     info = data.dataset_info(pre.dataset.name)
     compact, _ = architectures.compact_arch("resnet20", DCFF_RATES, num_classes=info.num_classes,
@@ -103,7 +123,7 @@ def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
     tune = dcff_config("l1", seed, scale, data_dir, num_epochs=epochs - epochs // 2,
                        init_from=pruned_dir,
                        **{"optimizer.learning_rate": scale["finetune_lr"]})
-    summary = dict(_train(tune, os.path.join(root, f"l1_seed{seed}")))
+    summary = dict(train_or_reuse(tune, os.path.join(root, f"l1_seed{seed}")))
     summary["wall_time_s"] += pre_summary["wall_time_s"]
     return summary
 
@@ -116,7 +136,7 @@ def run_dcff(scale: dict, data_dir: str, root: str) -> list[dict]:
             if variant == "l1":
                 summary = run_l1(seed, scale, data_dir, root)
             else:
-                summary = _train(dcff_config(variant, seed, scale, data_dir),
+                summary = train_or_reuse(dcff_config(variant, seed, scale, data_dir),
                                  os.path.join(root, f"{variant}_seed{seed}"))
             rows.append({"variant": variant, "seed": seed,
                          "test_accuracy": summary["eval_accuracy"], "flops": summary["flops"],
@@ -132,11 +152,32 @@ def run_pss(scale: dict, root: str) -> list[dict]:
             config = api.load_config("configs/pssnet/embedded.py", seed=seed,
                                      **{**scale["pss"], "pssnet.sampling": sampling})
             workdir = os.path.join(root, f"pss_{sampling}_seed{seed}")
-            summary = _train(config, workdir)
+            summary = train_or_reuse(config, workdir)
             rows.append({"sampling": sampling, "seed": seed,
                          "wall_time_s": summary["wall_time_s"],
                          "subnets": api.kept_subnets(workdir)})
     return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Each DCFF mode against scratch and L1 (same compact widths and FLOPs), paired by seed:
+    mean difference, two-sided paired t-test and Wilcoxon signed-rank p-values."""
+    from scipy import stats
+    acc = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows}
+    lines = ["| comparison | n | mean difference (points) | paired t-test p | Wilcoxon p |",
+             "|---|---|---|---|---|"]
+    for mode in ("faithful", "stable"):
+        for control in ("scratch", "l1"):
+            seeds = sorted(s for v, s in acc if v == mode and (control, s) in acc)
+            if len(seeds) < 2:
+                continue
+            diff = [100 * (acc[(mode, s)] - acc[(control, s)]) for s in seeds]
+            t_p = stats.ttest_rel([acc[(mode, s)] for s in seeds],
+                                  [acc[(control, s)] for s in seeds]).pvalue
+            w_p = stats.wilcoxon(diff).pvalue if any(diff) else 1.0
+            lines.append(f"| {mode} - {control} | {len(seeds)} | {statistics.mean(diff):+.2f} | "
+                         f"{t_p:.3g} | {w_p:.3g} |")
+    return "\n".join(lines)
 
 
 def _mean_std(values) -> str:
@@ -238,6 +279,20 @@ def plots(results: dict, out: str) -> None:
         plt.close(fig)
 
 
+def with_options(scale: dict, args) -> dict:
+    """The scale with the command line's seeds, DCFF epochs and DCFF schedule."""
+    scale = {**scale, "dcff": dict(scale["dcff"])}
+    if args.seeds:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+        scale.update(seeds=seeds, pss_seeds=seeds)
+    if args.dcff_epochs:
+        scale["dcff"]["num_epochs"] = args.dcff_epochs
+    if args.dcff_schedule == "progress":
+        scale["dcff_schedule"] = {"dcff.schedule": "progress", "dcff.paper_epochs": 300,
+                                  "dcff.update_every_steps": 3}
+    return scale
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,23 +300,26 @@ def main():
     parser.add_argument("--only", default="dcff,pss", help="comma list of dcff, pss")
     parser.add_argument("--data_dir", default=idx.DEFAULT_FASHION_MNIST_DIR,
                         help="the full Fashion-MNIST IDX files")
+    parser.add_argument("--dcff_schedule", default="epoch", choices=("epoch", "progress"),
+                        help="DCFF temperature schedule (progress: the paper's proportions)")
+    parser.add_argument("--dcff_epochs", type=int, default=0, help="DCFF run length (0: 4)")
+    parser.add_argument("--seeds", default="", help="comma list (default: the scale's)")
     parser.add_argument("--workdir", default="runs/evidence")
     parser.add_argument("--out", default="docs/evidence")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     if not parts or parts - {"dcff", "pss"}:
         raise SystemExit(f"--only={args.only!r}: expected a comma list of dcff, pss")
-    scale = TINY if args.tiny else FULL
+    scale = with_options(TINY if args.tiny else FULL, args)
     if "dcff" in parts and not args.tiny:
         idx.load_idx_split(args.data_dir, "t10k")  # a clear error before hours of work
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S", force=True)
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax's per-save notes
-    logging.getLogger("jax").setLevel(logging.WARNING)
+    quiet_logging()
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    results = {"scale": "tiny" if args.tiny else "full"}
+    results = {"scale": "tiny" if args.tiny else "full",
+               "command": "python -m evidence.study " + " ".join(sys.argv[1:]),
+               "dcff_schedule": args.dcff_schedule, "dcff_epochs": scale["dcff"]["num_epochs"],
+               "seeds": list(scale["seeds"])}
     if "dcff" in parts:
         results["dcff"] = run_dcff(scale, args.data_dir, os.path.join(args.workdir, "dcff"))
     if "pss" in parts:
@@ -269,7 +327,8 @@ def main():
     results["wall_time_s"] = time.perf_counter() - start
     tables = []
     if "dcff" in results:
-        tables += ["## DCFF", "", dcff_table(results["dcff"]), ""]
+        tables += ["## DCFF", "", dcff_table(results["dcff"]), "",
+                   paired_table(results["dcff"]), ""]
     if "pss" in results:
         tables += ["## PSS-Net", "", pss_table(results["pss"]), ""]
     with open(os.path.join(args.out, "results.json"), "w") as f:

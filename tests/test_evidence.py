@@ -80,3 +80,36 @@ def test_tiny_study_writes_tables_and_plots(tmp_path):
     # A second run reuses every finished run and reproduces the tables.
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and (out / "tables.md").read_text() == tables
+
+
+def test_paired_table_compares_each_dcff_mode_with_its_controls_seed_by_seed():
+    """Faithful beats scratch on every one of 5 seeds (by 1, 2, 1, 2, 1.5 points): mean +1.50
+    and the exact two-sided Wilcoxon p of 5 positive differences, 2 / 2^5; pairs only where
+    both runs exist (stable has no scratch partner for seed 4)."""
+    from evidence.study import paired_table
+    rows = []
+    for seed, gain in enumerate((0.01, 0.02, 0.01, 0.02, 0.015)):
+        rows += [{"variant": "scratch", "seed": seed, "test_accuracy": 0.80},
+                 {"variant": "faithful", "seed": seed, "test_accuracy": 0.80 + gain},
+                 {"variant": "l1", "seed": seed, "test_accuracy": 0.81}]
+        if seed < 4:
+            rows.append({"variant": "stable", "seed": seed,
+                         "test_accuracy": 0.79 + 0.001 * seed})
+    table = paired_table(rows).splitlines()
+    faithful = next(line for line in table if line.startswith("| faithful - scratch"))
+    # t = 1.5 / (0.5 / sqrt(5)) = 6.708 with 4 degrees of freedom: p = 0.00257
+    assert faithful.split(" | ")[1:4] == ["5", "+1.50", "0.00257"]
+    assert faithful.endswith("| 0.0625 |")
+    assert next(line for line in table if line.startswith("| stable - scratch")).split(
+        " | ")[1:3] == ["4", "-0.85"]
+
+
+def test_recipe_sweep_loss_profile_reads_the_first_and_the_worst_loss_after_warmup(tmp_path):
+    from evidence.recipe_sweep import loss_profile
+    lines = [{"step": 1, "train_loss": 2.3}, {"step": 2, "train_loss": 9.0},
+             {"step": 3, "eval_loss": 50.0}, {"step": 4, "train_loss": 1.9},
+             {"step": 5, "train_loss": 2.1}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert loss_profile(str(tmp_path), 2) == {"first_train_loss": 2.3,
+                                              "max_train_loss_after_warmup": 2.1}
+    assert loss_profile(str(tmp_path), 0)["max_train_loss_after_warmup"] == 9.0
