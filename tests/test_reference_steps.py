@@ -118,14 +118,20 @@ def assert_close(ours, theirs, what: str, tol: float = 1e-7, floor: float = 1e-3
     assert error <= tol, f"{what}: relative error {error:.3g} > {tol:g}"
 
 
+def run_x64(script: str, path: str) -> str:
+    """Runs ``script`` (which enables x64 and writes ``path``) in a fresh CPU process from
+    the checkout; its last line of output."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", script, path], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (result.stdout.strip().splitlines() or [""])[-1]
+
+
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("x64") / "jax.npz")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", JAX_STEPS, path], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1]), np.load(path)
+    return json.loads(run_x64(JAX_STEPS, path)), np.load(path)
 
 
 def reference(info: dict, arrays):
@@ -258,10 +264,7 @@ np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in out.items()})
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("fusion") / "fusion.npz")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", JAX_FUSION, path], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_x64(JAX_FUSION, path)
     return np.load(path)
 
 
@@ -380,11 +383,7 @@ def test_dcff_fused_training_steps_match_the_reference_in_float64(tmp_path):
     loss.)"""
     from test_benchmarks import fused_resnet_tensors
     path = str(tmp_path / "dcff.npz")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", JAX_DCFF_STEPS, path], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info = json.loads(run_x64(JAX_DCFF_STEPS, path))
     arrays = np.load(path)
     fusion = unflatten(arrays, "fusion")
     reference_model = torch_reference.FusedResNetCifar(info["arch"], info["full"]).double()
