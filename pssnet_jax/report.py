@@ -43,6 +43,21 @@ def document(config, space: Space, kept: list, ends: dict, constraints) -> dict:
             "targets": {c.name: list(c.targets) for c in constraints}, "subnets": kept, **ends}
 
 
+def markdown_table(doc: dict) -> str:
+    """The kept subnets of a subnets.json document as a Markdown table, min net first and max
+    net last (README's table of the embedded default run is this table of its raw output)."""
+    lines = ["| target (MFLOPs) | resolution | stage channels | MFLOPs | params | pool rank | "
+             "held-out acc. | test acc. |", "|---|---|---|---|---|---|---|---|"]
+    for e in [doc["min"], *doc["subnets"], doc["max"]]:
+        rank = "-" if e.get("rank") is None else str(e["rank"])
+        held = ("-" if e.get("selection_accuracy") is None
+                else f"{100 * e['selection_accuracy']:.1f}%")
+        lines.append(f"| {e['target']} | {e['resolution']} | "
+                     f"{' '.join(str(c) for c in e['channels'])} | {e['flops'] / 1e6:.2f} | "
+                     f"{e['params']:,} | {rank} | {held} | {100 * e['test_accuracy']:.2f}% |")
+    return "\n".join(lines)
+
+
 def plot(doc: dict, path: str, metric: str = "flops") -> None:
     """MFLOPs (or predicted latency, ``metric='latency'``) against test accuracy of the kept
     subnets (one series per constraint), the max and the min net."""

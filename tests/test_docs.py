@@ -42,6 +42,23 @@ def test_readme_ladder_table_is_the_committed_ladder():
     assert document["measured_on"] and all(r["onnxruntime_ms"] for r in document["rungs"])
 
 
+def test_readme_pssnet_table_is_the_committed_default_run():
+    """README's table of kept subnets is docs/results/embedded_default/subnets.json (the
+    raw output of python launch.py), with the summary's max and min net accuracies."""
+    from pssnet_jax import report
+    folder = os.path.join(ROOT, "docs", "results", "embedded_default")
+    with open(os.path.join(folder, "subnets.json")) as f:
+        document = json.load(f)
+    with open(os.path.join(folder, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert report.markdown_table(document) in readme
+    assert (document["max"]["test_accuracy"], document["min"]["test_accuracy"]) == (
+        summary["eval_accuracy"], summary["min_eval_accuracy"])
+    assert f"max net {100 * summary['eval_accuracy']:.1f}%" in readme
+
+
 def test_readme_links_the_notebook_and_guides():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
