@@ -69,9 +69,8 @@ def onnx_bytes(fn, shape: tuple) -> bytes:
 
 def write(directory: str, export_format: str, arch: dict, variables: dict,
           meta: dict) -> dict:
-    """Writes the artifact of ``export_format`` to ``directory``; the keys model.json
-    records about it (none for 'orbax')."""
-    check_format(export_format)
+    """Writes the artifact of ``export_format`` (checked by the caller, ``check_format``) to
+    ``directory``; the keys model.json records about it (none for 'orbax')."""
     if export_format == "orbax":
         return {}
     shape = input_shape(meta)

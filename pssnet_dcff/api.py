@@ -136,14 +136,13 @@ def export(config, workdir: str, directory: str | None = None, flops: float | No
     ``latency_ms`` predicted ms (defaults ``config.export.*``; both 0 = the max net).
     ``export_format`` ('orbax', 'stablehlo', 'onnx') and ``all_subnets`` (PSS-Net: every
     kept subnet and ladder.json) override ``config.export.format`` / ``.all``."""
-    changes = {"flops": None if flops is None and latency_ms is None else float(flops or 0),
-               "latency_ms": None if flops is None and latency_ms is None
-               else float(latency_ms or 0), "format": export_format, "all": all_subnets}
-    if any(value is not None for value in changes.values()):
+    changes = {key: value for key, value in (("format", export_format), ("all", all_subnets))
+               if value is not None}
+    if flops is not None or latency_ms is not None:  # one budget given: the other is 0
+        changes.update(flops=float(flops or 0.0), latency_ms=float(latency_ms or 0.0))
+    if changes:
         config = ml_collections.ConfigDict(config.to_dict())
-        for key, value in changes.items():
-            if value is not None:
-                config.export[key] = value
+        config.export.update(changes)
         registry.validate(config)
     artifacts.check_format(config.export.format)  # before restoring anything
     return registry.method(config.method).export_checkpoint(config, workdir, directory)
