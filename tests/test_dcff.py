@@ -230,6 +230,11 @@ def test_bad_dcff_config_is_a_one_line_error():
         registry.validate(dcff_tiny(**{"dcff.rates": "[0.5]*3"}))
     with pytest.raises(ValueError, match="config.dcff.mode='soft'"):
         registry.validate(dcff_tiny(**{"dcff.mode": "soft"}))
+    with pytest.raises(ValueError, match="config.dcff.schedule='steps': expected 'epoch' or "
+                                         "'progress'"):
+        registry.validate(dcff_tiny(**{"dcff.schedule": "steps"}))
+    with pytest.raises(ValueError, match="config.dcff.update_every_steps=0 must be a positive"):
+        registry.validate(dcff_tiny(**{"dcff.update_every_steps": 0}))
 
 
 @pytest.mark.parametrize("model,rate_string,size", [
