@@ -1,14 +1,28 @@
-"""The embedded PSS-Net recipe sweep (issue #17 part 3): candidate learning rates and warm-ups
-of configs/pssnet/embedded.py over several seeds, each with its standalone control
-(configs/pssnet/embedded_alone.py: the max net trained alone with the same recipe).
+"""The embedded PSS-Net recipe sweep (issue #17 parts 3 and 5): candidate learning rates and
+warm-ups of configs/pssnet/embedded.py over several seeds, each with its standalone control
+(configs/pssnet/embedded_alone.py: the max net trained alone with the same recipe), the
+same supernet with uniform sampling, and the recipe on data it was not tuned on.
 
     python -m evidence.recipe_sweep                       # every candidate, seeds 0-4
     python -m evidence.recipe_sweep --candidates=lr0.0375_w1 --seeds=0,1
+    python -m evidence.recipe_sweep --candidates=lr0.0375_w1 --runs=uniform
+    python -m evidence.recipe_sweep --candidates=lr0.0375_w1 --seeds=0 --runs=supernet \
+        --data=fmnist_2000,fmnist_4000,fmnist_full
+
+``--runs`` picks what is trained per candidate and seed: ``supernet`` (PSS-Net, prioritized
+sampling), ``alone`` (the control) and ``uniform`` (``pssnet.sampling='uniform'``, the
+US-Net sandwich control of part 5). ``--data`` picks the training data: ``embedded`` (the
+default's 9,000 + 1,000 held-out images) or Fashion-MNIST IDX files from ``--data_dir``
+(``fmnist_2000`` / ``fmnist_4000``: a fixed random subset of the full training set with
+2,000 / 4,000 training and 1,000 held-out images; ``fmnist_full``: 59,000 + 1,000; all
+10,000 test images).
 
 Every run has its own workdir under ``--workdir`` and is skipped when its summary exists
 (``evidence.study.train_or_reuse``), so the sweep can run in parts. Per run it records the
 max net's test accuracy, every kept subnet, the first logged training loss and the largest
-training loss after the warm-up (logged every step), and writes ``--out`` (JSON).
+training loss after the warm-up (logged every step). Rows are merged into ``--out`` (JSON)
+by candidate, seed and data, so the parts of a sweep add up in one file; the tables of
+docs/RESULTS.md (``tables``) are written beside it as ``.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +32,10 @@ import json
 import logging
 import os
 
-from evidence.study import quiet_logging, train_or_reuse
+import statistics
+
+from common_jax.data import idx
+from evidence.study import _by_target, _mean_std, _target_order, quiet_logging, train_or_reuse
 from pssnet_dcff import api
 
 CANDIDATES = {
@@ -27,6 +44,14 @@ CANDIDATES = {
     "lr0.1": {"optimizer.learning_rate": 0.1, "optimizer.warmup_epochs": 0},
 }
 SUPERNET, ALONE = "configs/pssnet/embedded.py", "configs/pssnet/embedded_alone.py"
+RUNS = ("supernet", "alone", "uniform")
+_IDX = {"dataset.name": "fashion_mnist_idx", "dataset.num_eval_examples": 0}
+DATA = {
+    "embedded": {},
+    "fmnist_2000": {**_IDX, "dataset.num_train_examples": 3_000},
+    "fmnist_4000": {**_IDX, "dataset.num_train_examples": 5_000},
+    "fmnist_full": {**_IDX, "dataset.num_train_examples": 0},
+}
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +66,181 @@ def loss_profile(workdir: str, warmup_steps: int) -> dict:
             "max_train_loss_after_warmup": max(after) if after else None}
 
 
-def run_one(candidate: str, seed: int, root: str) -> dict:
-    overrides = {**CANDIDATES[candidate], "seed": seed, "log_every_steps": 1}
-    row = {"candidate": candidate, "seed": seed, **CANDIDATES[candidate]}
-    supernet_dir = os.path.join(root, f"{candidate}_seed{seed}")
-    config = api.load_config(SUPERNET, **overrides)
-    summary = train_or_reuse(config, supernet_dir)
+def _supernet_row(config, workdir: str) -> dict:
+    """The kept subnets and loss profile of a trained supernet."""
+    summary = train_or_reuse(config, workdir)
     steps_per_epoch = summary["step"] // config.num_epochs
     warmup = int(config.optimizer.warmup_epochs * steps_per_epoch)
-    row.update(loss_profile(supernet_dir, warmup), wall_time_s=summary["wall_time_s"],
-               subnets=api.kept_subnets(supernet_dir))
-    row["max_net_test_accuracy"] = row["subnets"][-1]["test_accuracy"]
-    alone_dir = os.path.join(root, f"alone_{candidate}_seed{seed}")
-    alone = train_or_reuse(api.load_config(ALONE, **overrides), alone_dir)
-    row["alone_test_accuracy"] = alone["eval_accuracy"]
-    row["alone_wall_time_s"] = alone["wall_time_s"]
+    subnets = api.kept_subnets(workdir)
+    return {**loss_profile(workdir, warmup), "wall_time_s": summary["wall_time_s"],
+            "subnets": subnets, "max_net_test_accuracy": subnets[-1]["test_accuracy"]}
+
+
+def run_one(candidate: str, seed: int, runs: list[str], data: str, data_dir: str,
+            root: str) -> dict:
+    """One row: what ``runs`` asks for, for one candidate, seed and training set."""
+    overrides = {**CANDIDATES[candidate], **DATA[data], "seed": seed, "log_every_steps": 1}
+    if DATA[data]:
+        overrides["dataset.data_dir"] = data_dir
+    name = f"{candidate}_seed{seed}" if data == "embedded" else f"{data}_{candidate}_seed{seed}"
+    row = {"candidate": candidate, "seed": seed, "data": data, **CANDIDATES[candidate]}
+    if "supernet" in runs:
+        row.update(_supernet_row(api.load_config(SUPERNET, **overrides),
+                                 os.path.join(root, name)))
+    if "alone" in runs:
+        alone = train_or_reuse(api.load_config(ALONE, **overrides),
+                               os.path.join(root, f"alone_{name}"))
+        row["alone_test_accuracy"] = alone["eval_accuracy"]
+        row["alone_wall_time_s"] = alone["wall_time_s"]
+    if "uniform" in runs:
+        config = api.load_config(SUPERNET, **overrides, **{"pssnet.sampling": "uniform"})
+        row["uniform"] = _supernet_row(config, os.path.join(root, f"uniform_{name}"))
     return row
+
+
+def _key(row: dict) -> tuple:
+    return row["candidate"], row["seed"], row["data"]
+
+
+def merge(old_rows: list[dict], new_rows: list[dict]) -> list[dict]:
+    """``old_rows`` with each new row merged into the row of its candidate, seed and data."""
+    merged = {_key(r): dict(r) for r in old_rows}
+    for row in new_rows:
+        merged.setdefault(_key(row), {}).update(row)
+    order = {c: i for i, c in enumerate(CANDIDATES)}
+    return sorted(merged.values(), key=lambda r: (list(DATA).index(r["data"]),
+                                                  order[r["candidate"]], r["seed"]))
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _middle(subnets: list[dict]) -> list[dict]:
+    return [e for e in subnets if e["target"] not in ("min", "max")]
+
+
+def _spiked(run: dict) -> bool:
+    """A training loss after the warm-up above the first logged one (the issue's target)."""
+    return run["max_train_loss_after_warmup"] > run["first_train_loss"]
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """Every candidate and seed on the embedded data: max net against its standalone control,
+    the min net, the weakest kept middle subnet against the min net, and the loss profile."""
+    lines = ["| candidate | seed | max net % | alone % | max - alone | min net % | "
+             "weakest middle - min net | first loss | worst loss after warm-up | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["data"] != "embedded" or "subnets" not in r:
+            continue
+        by = {e["target"]: e["test_accuracy"] for e in r["subnets"]}
+        alone = r.get("alone_test_accuracy")
+        diff = "-" if alone is None else f"{100 * (r['max_net_test_accuracy'] - alone):+.2f}"
+        weakest = min(e["test_accuracy"] for e in _middle(r["subnets"])) - by["min"]
+        lines.append(f"| {r['candidate']} | {r['seed']} | {_pct(r['max_net_test_accuracy'])} | "
+                     f"{_pct(alone)} | {diff} | {_pct(by['min'])} | {100 * weakest:+.2f} | "
+                     f"{r['first_train_loss']:.2f} | {r['max_train_loss_after_warmup']:.2f} | "
+                     f"{r['wall_time_s'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def candidate_table(rows: list[dict]) -> str:
+    """Per candidate over its seeds: max net and control (mean +- sample std), their paired
+    difference, the min net, and how many runs spiked above the first loss after warm-up."""
+    lines = ["| candidate | seeds | max net % | alone % | max - alone (paired) | min net % | "
+             "runs with a loss above the first after warm-up |",
+             "|---|---|---|---|---|---|---|"]
+    for candidate in CANDIDATES:
+        runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
+                and "subnets" in r]
+        if not runs:
+            continue
+        paired = [r for r in runs if "alone_test_accuracy" in r]
+        diffs = [r["max_net_test_accuracy"] - r["alone_test_accuracy"] for r in paired]
+        lines.append(
+            f"| {candidate} | {len(runs)} | {_mean_std(r['max_net_test_accuracy'] for r in runs)}"
+            f" | {_mean_std(r['alone_test_accuracy'] for r in paired)} | "
+            f"{_mean_std(diffs)} | {_mean_std(r['subnets'][0]['test_accuracy'] for r in runs)} | "
+            f"{sum(map(_spiked, runs))} of {len(runs)} |")
+    return "\n".join(lines)
+
+
+def robustness_table(rows: list[dict]) -> str:
+    """The recipe on Fashion-MNIST data it was not tuned on."""
+    lines = ["| data | candidate | seed | first loss | worst loss after warm-up | max net % | "
+             "min net % | weakest kept subnet % | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["data"] == "embedded" or "subnets" not in r:
+            continue
+        weakest = min(e["test_accuracy"] for e in r["subnets"])
+        lines.append(f"| {r['data']} | {r['candidate']} | {r['seed']} | "
+                     f"{r['first_train_loss']:.2f} | {r['max_train_loss_after_warmup']:.2f} | "
+                     f"{_pct(r['max_net_test_accuracy'])} | "
+                     f"{_pct(r['subnets'][0]['test_accuracy'])} | {_pct(weakest)} | "
+                     f"{r['wall_time_s'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def _paired(ours: list[float], theirs: list[float]) -> str:
+    """n, mean difference in points, paired t-test and Wilcoxon signed-rank p (two-sided)."""
+    from scipy import stats
+    diff = [100 * (a - b) for a, b in zip(ours, theirs)]
+    if len(diff) < 2:
+        return f"{len(diff)} | - | - | -"
+    t_p = stats.ttest_rel(ours, theirs).pvalue
+    w_p = stats.wilcoxon(diff).pvalue if any(diff) else 1.0
+    return f"{len(diff)} | {statistics.mean(diff):+.2f} | {t_p:.3g} | {w_p:.3g}"
+
+
+def _accuracies(subnets: list[dict]) -> dict:
+    """target -> test accuracy, plus the mean over the kept middle subnets."""
+    out = {str(e["target"]): e["test_accuracy"] for e in subnets}
+    out["mean of kept subnets"] = statistics.mean(e["test_accuracy"] for e in _middle(subnets))
+    return out
+
+
+def sampling_table(rows: list[dict], candidate: str) -> str:
+    """PSS-Net's prioritized sampling against uniform sampling (part 5): per FLOPs target and
+    over each run's kept subnets, mean +- std over seeds and the paired difference."""
+    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
+            and "subnets" in r and "uniform" in r]
+    if not runs:
+        return "(no runs with both samplings yet)"
+    pss = {r["seed"]: _accuracies(r["subnets"]) for r in runs}
+    uni = {r["seed"]: _accuracies(r["uniform"]["subnets"]) for r in runs}
+    keys = sorted({k for acc in [*pss.values(), *uni.values()] for k in acc
+                   if k != "mean of kept subnets"}, key=_target_order)
+    lines = ["| target (MFLOPs) | prioritized % (mean ± std, n) | uniform % (mean ± std, n) | "
+             "seeds with both | prioritized - uniform | paired t-test p | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|"]
+    for key in [*keys, "mean of kept subnets"]:
+        ours = [acc[key] for acc in pss.values() if key in acc]
+        theirs = [acc[key] for acc in uni.values() if key in acc]
+        both = [seed for seed in pss if key in pss[seed] and key in uni.get(seed, {})]
+        lines.append(f"| {key} | {_mean_std(ours) if ours else '-'} ({len(ours)}) | "
+                     f"{_mean_std(theirs) if theirs else '-'} ({len(theirs)}) | " + _paired(
+                         [pss[s][key] for s in both], [uni[s][key] for s in both]) + " |")
+    return "\n".join(lines)
+
+
+def tables(rows: list[dict], chosen: str = "lr0.0375_w1") -> str:
+    """The sweep's tables as docs/RESULTS.md shows them."""
+    return "\n\n".join([
+        "Every candidate and seed:\n\n" + sweep_table(rows),
+        "Per candidate:\n\n" + candidate_table(rows),
+        "On data the recipe was not tuned on:\n\n" + robustness_table(rows),
+        f"Prioritized against uniform sampling ({chosen}):\n\n" + sampling_table(rows, chosen),
+    ]) + "\n"
+
+
+def _choices(text: str, allowed, flag: str) -> list[str]:
+    chosen = text.split(",")
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown:
+        raise SystemExit(f"{flag}: unknown {unknown}; expected some of {list(allowed)}")
+    return chosen
 
 
 def main():
@@ -64,25 +248,40 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--runs", default="supernet,alone", help="comma list of " + ", ".join(RUNS))
+    parser.add_argument("--data", default="embedded", help="comma list of " + ", ".join(DATA))
+    parser.add_argument("--data_dir", default=idx.DEFAULT_FASHION_MNIST_DIR,
+                        help="Fashion-MNIST IDX directory (the fmnist_* data)")
     parser.add_argument("--workdir", default="runs/recipe_sweep")
     parser.add_argument("--out", default="docs/evidence/recipe_sweep.json")
     args = parser.parse_args()
-    candidates = args.candidates.split(",")
-    unknown = [c for c in candidates if c not in CANDIDATES]
-    if unknown:
-        raise SystemExit(f"--candidates: unknown {unknown}; expected some of {list(CANDIDATES)}")
+    candidates = _choices(args.candidates, CANDIDATES, "--candidates")
+    runs = _choices(args.runs, RUNS, "--runs")
+    datas = _choices(args.data, DATA, "--data")
     seeds = [int(s) for s in args.seeds.split(",")]
     quiet_logging()
+    old_rows = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old_rows = json.load(f)["rows"]
     rows = []
-    for seed in seeds:
-        for candidate in candidates:
-            log.info("recipe sweep: %s seed %d", candidate, seed)
-            rows.append(run_one(candidate, seed, args.workdir))
-            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-            with open(args.out, "w") as f:
-                json.dump({"command": "python -m evidence.recipe_sweep", "rows": rows}, f,
-                          indent=2)
-    print(f"wrote {args.out} ({len(rows)} runs)")
+    for data in datas:
+        for seed in seeds:
+            for candidate in candidates:
+                log.info("recipe sweep: %s seed %d on %s (%s)", candidate, seed, data,
+                         ", ".join(runs))
+                rows.append(run_one(candidate, seed, runs, data, args.data_dir, args.workdir))
+                write(merge(old_rows, rows), args.out)
+    print(f"wrote {args.out} and its tables ({len(rows)} rows updated)")
+
+
+def write(rows: list[dict], out: str) -> None:
+    """``out`` (JSON rows) and its tables beside it (``.md``)."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"command": "python -m evidence.recipe_sweep", "rows": rows}, f, indent=2)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(tables(rows))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,11 @@ def train_or_reuse(config, workdir: str) -> dict:
             summary = json.load(f)
         if summary.get("finished", True) and not summary.get("preempted"):
             return summary
-    return api.train(config, workdir).summary
+    summary = api.train(config, workdir).summary
+    if not summary.get("finished", True):
+        raise SystemExit(f"{workdir}: stopped at step {summary['step']} (preempted); "
+                         "rerun the same command to continue from its checkpoint")
+    return summary
 
 
 def quiet_logging() -> None:

@@ -113,3 +113,47 @@ def test_recipe_sweep_loss_profile_reads_the_first_and_the_worst_loss_after_warm
     assert loss_profile(str(tmp_path), 2) == {"first_train_loss": 2.3,
                                               "max_train_loss_after_warmup": 2.1}
     assert loss_profile(str(tmp_path), 0)["max_train_loss_after_warmup"] == 9.0
+
+
+def _sweep_row(seed: int, pss: tuple, uniform: tuple | None = None, **extra) -> dict:
+    """A recipe-sweep row whose kept subnets (min, 2.0, 3.0, max) have accuracies ``pss``."""
+    def subnets(accs):
+        return [{"target": t, "test_accuracy": a} for t, a in zip(("min", 2.0, 3.0, "max"), accs)]
+    row = {"candidate": "lr0.0375_w1", "seed": seed, "data": "embedded",
+           "subnets": subnets(pss), "max_net_test_accuracy": pss[-1], "first_train_loss": 2.3,
+           "max_train_loss_after_warmup": 1.5, "wall_time_s": 60.0, **extra}
+    if uniform:
+        row["uniform"] = {"subnets": subnets(uniform)}
+    return row
+
+
+def test_recipe_sweep_merges_the_parts_of_a_sweep_by_candidate_seed_and_data():
+    from evidence.recipe_sweep import merge
+    first = [_sweep_row(1, (0.7, 0.72, 0.75, 0.8), alone_test_accuracy=0.81)]
+    second = [{"candidate": "lr0.0375_w1", "seed": 1, "data": "embedded",
+               "uniform": {"subnets": []}}, _sweep_row(0, (0.7, 0.7, 0.7, 0.7))]
+    merged = merge(first, second)
+    assert [r["seed"] for r in merged] == [0, 1]
+    assert merged[1]["alone_test_accuracy"] == 0.81 and merged[1]["uniform"] == {"subnets": []}
+    assert first[0].get("uniform") is None  # the inputs are not changed
+
+
+def test_recipe_sweep_tables_pair_prioritized_and_uniform_runs_by_seed():
+    """Prioritized is 2, 4, 6 points ahead of uniform at 3.0 MFLOPs on seeds 0-2: mean +4.00,
+    paired t = 4 / (2 / sqrt(3)) with 2 degrees of freedom (p 0.0742), exact Wilcoxon p of 3
+    positive differences 2 / 2^3. The candidate table pairs the max net with its control; a
+    loss above the first one after warm-up counts as a spike."""
+    from evidence.recipe_sweep import candidate_table, sampling_table
+    rows = [_sweep_row(s, (0.70, 0.71, 0.72 + 0.02 * s, 0.80), (0.69, 0.70, 0.70, 0.78),
+                       alone_test_accuracy=0.80 + 0.01 * s) for s in range(3)]
+    rows[2]["max_train_loss_after_warmup"] = 2.5
+    table = sampling_table(rows, "lr0.0375_w1").splitlines()
+    at_3 = next(line for line in table if line.startswith("| 3.0 |"))
+    assert at_3.split(" | ")[1:7] == ["74.00 ± 2.00 (3)", "70.00 ± 0.00 (3)", "3", "+4.00",
+                                      "0.0742", "0.25 |"]
+    mean = next(line for line in table if line.startswith("| mean of kept subnets |"))
+    assert mean.split(" | ")[4] == "+2.50"  # per seed (2.0, 3.0) means: +1.5, +2.5, +3.5
+    candidate = candidate_table(rows).splitlines()[2].split(" | ")
+    assert candidate[1:6] == ["3", "80.00 ± 0.00", "81.00 ± 1.00", "-1.00 ± 1.00",
+                              "70.00 ± 0.00"]
+    assert candidate[6] == "1 of 3 |"
