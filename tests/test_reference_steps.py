@@ -11,7 +11,7 @@ relative, 1e-7.
 
 Compared: the three loss terms and the middle subnet's score, the summed gradients of step 1
 (every tensor), the change of the parameters over 3 steps of Nesterov SGD with weight decay on kernels
-only and the cosine schedule of the config, and BN running statistics after step 1 under
+only and the cosine schedule with linear warm-up of the config, and BN running statistics after step 1 under
 the stated rule (``check_running_stats``): PyTorch keeps the unbiased batch variance, JAX the
 biased one; PyTorch's step has a fourth BN update (the score forward); channels a subnet
 does not use are updated by the JAX masked BN (with the statistics of the masked conv's
@@ -21,7 +21,8 @@ overwrites them).
 Mutants tried (each failed here): KL(student || teacher) instead of KL(teacher || student)
 (kl_mid, 1e-2 off), the three gradients averaged instead of summed in the update (the change
 of the parameters, 0.68 off), the score's sign flipped (score), weight decay on every
-parameter (0.24 off), Nesterov off (0.32 off).
+parameter (0.24 off), Nesterov off (0.32 off), the warm-up ramp (0.5 + step) / warm-up steps
+instead of (1 + step) / warm-up steps (learning rate, 0.5 off).
 """
 
 import json
@@ -94,6 +95,7 @@ print(json.dumps(dict(metrics=metrics, full=full, mid=space.arch(mid),
                       mid_resolution=mid.resolution, low=space.arch(low),
                       low_resolution=low.resolution, mean=list(info.mean),
                       std=list(info.std), lr=config.optimizer.learning_rate,
+                      warmup_epochs=config.optimizer.warmup_epochs,
                       weight_decay=config.optimizer.weight_decay)))
 """
 
@@ -150,8 +152,12 @@ def reference(info: dict, arrays):
     return model, optimizer, x, y, nets
 
 
-def cosine_lr(base: float, step: int) -> float:
-    return 0.5 * base * (1 + math.cos(math.pi * step / TOTAL_STEPS))
+def scheduled_lr(info: dict, step: int) -> float:
+    """The config's rule (common_jax/optim.py docstring): per-step cosine over the run, times
+    (1 + step) / warm-up steps during the warm-up."""
+    lr = 0.5 * info["lr"] * (1 + math.cos(math.pi * step / TOTAL_STEPS))
+    warmup_steps = round(info["warmup_epochs"] * (TOTAL_STEPS // 2))
+    return lr * (1 + step) / warmup_steps if step < warmup_steps else lr
 
 
 def test_pss_step_losses_score_gradients_and_three_updates_match_the_reference(jax_run):
@@ -174,12 +180,12 @@ def test_pss_step_losses_score_gradients_and_three_updates_match_the_reference(j
     check_running_stats(unflatten(arrays, "stats"), info, arrays, x)
     for step in range(STEPS):
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(info["lr"], step)
+            group["lr"] = scheduled_lr(info, step)
         if step == 0:
             optimizer.step()
         else:
             torch_reference.pss_reference_step(model, optimizer, x, y, info["full"], mid, low)
-        assert_close(info["metrics"][step]["learning_rate"], cosine_lr(info["lr"], step),
+        assert_close(info["metrics"][step]["learning_rate"], scheduled_lr(info, step),
                      "learning rate", tol=1e-7)
     # The change of every parameter over the 3 steps (not the parameter itself, which would
     # hide a wrong update behind a large initial value).
