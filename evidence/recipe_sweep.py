@@ -22,7 +22,8 @@ Every run has its own workdir under ``--workdir`` and is skipped when its summar
 max net's test accuracy, every kept subnet, the first logged training loss and the largest
 training loss after the warm-up (logged every step). Rows are merged into ``--out`` (JSON)
 by candidate, seed and data, so the parts of a sweep add up in one file; the tables of
-docs/RESULTS.md (``tables``) are written beside it as ``.md``.
+docs/RESULTS.md (``tables``) are written beside it as ``.md``, and the plot of the sampling
+comparison as ``_sampling.png``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import os
 import statistics
 
 from common_jax.data import idx
-from evidence.study import _by_target, _mean_std, _target_order, quiet_logging, train_or_reuse
+from evidence.study import (_by_target, _mean_std, _target_order, pss_plot, quiet_logging,
+                            train_or_reuse)
 from pssnet_dcff import api
 
 CANDIDATES = {
@@ -225,6 +227,34 @@ def sampling_table(rows: list[dict], candidate: str) -> str:
     return "\n".join(lines)
 
 
+def main_job_table(rows: list[dict], candidate: str = "lr0.0375_w1") -> str:
+    """The default main job over seeds (README): every target's kept subnet, mean MFLOPs and
+    test accuracy (mean +- sample std, lowest-highest) over the candidate's embedded runs."""
+    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
+            and "subnets" in r]
+    per = _by_target(runs)
+    lines = [f"| target (MFLOPs) | seeds | MFLOPs (mean) | test accuracy % (mean ± std) | "
+             f"lowest - highest |", "|---|---|---|---|---|"]
+    for key in sorted(per, key=_target_order):
+        accs = [a for _, a in per[key]]
+        lines.append(f"| {key} | {len(accs)} | {statistics.mean(f for f, _ in per[key]) / 1e6:.2f}"
+                     f" | {_mean_std(accs)} | {100 * min(accs):.2f} - {100 * max(accs):.2f} |")
+    return "\n".join(lines)
+
+
+def main_job_sentence(rows: list[dict], candidate: str = "lr0.0375_w1") -> str:
+    """README's summary of the main job over seeds: max and min net, mean +- sample std."""
+    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
+            and "subnets" in r]
+
+    def summary(values):
+        values = [100 * v for v in values]
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}%"
+    return (f"reaches {summary(r['max_net_test_accuracy'] for r in runs)} test accuracy with "
+            f"the max net and {summary(r['subnets'][0]['test_accuracy'] for r in runs)} with the "
+            f"min net")
+
+
 def tables(rows: list[dict], chosen: str = "lr0.0375_w1") -> str:
     """The sweep's tables as docs/RESULTS.md shows them."""
     return "\n\n".join([
@@ -282,6 +312,12 @@ def write(rows: list[dict], out: str) -> None:
         json.dump({"command": "python -m evidence.recipe_sweep", "rows": rows}, f, indent=2)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
         f.write(tables(rows))
+    paired = [r for r in rows if r["data"] == "embedded" and "subnets" in r and "uniform" in r]
+    if paired:
+        pss_plot([{"sampling": "prioritized", "subnets": r["subnets"]} for r in paired]
+                 + [{"sampling": "uniform", "subnets": r["uniform"]["subnets"]} for r in paired],
+                 os.path.splitext(out)[0] + "_sampling.png",
+                 title=f"PSS-Net sampling rules, {paired[0]['candidate']}, {len(paired)} seeds")
 
 
 if __name__ == "__main__":

@@ -264,23 +264,33 @@ def plots(results: dict, out: str) -> None:
         fig.savefig(os.path.join(out, "dcff.png"))
         plt.close(fig)
     if results.get("pss"):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-        for sampling in SAMPLINGS:
-            per = _by_target([r for r in results["pss"] if r["sampling"] == sampling])
-            keys = sorted(per, key=_target_order)
-            xs = [statistics.mean(f for f, _ in per[k]) / 1e6 for k in keys]
-            ys = [100 * statistics.mean(a for _, a in per[k]) for k in keys]
-            es = [100 * statistics.stdev([a for _, a in per[k]]) if len(per[k]) > 1 else 0
-                  for k in keys]
-            ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=f"{sampling} sampling")
-        ax.set_xlabel("MFLOPs")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("PSS-Net MobileNetV2 supernet, embedded data")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "pssnet.png"))
-        plt.close(fig)
+        pss_plot(results["pss"], os.path.join(out, "pssnet.png"))
+
+
+def pss_plot(rows: list[dict], path: str, title: str = "PSS-Net MobileNetV2 supernet, "
+             "embedded data") -> None:
+    """Mean test accuracy (error bars: sample std over seeds) of every target's kept subnet
+    against its mean FLOPs, one curve per sampling rule."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for sampling in SAMPLINGS:
+        per = _by_target([r for r in rows if r["sampling"] == sampling])
+        keys = sorted(per, key=_target_order)
+        xs = [statistics.mean(f for f, _ in per[k]) / 1e6 for k in keys]
+        ys = [100 * statistics.mean(a for _, a in per[k]) for k in keys]
+        es = [100 * statistics.stdev([a for _, a in per[k]]) if len(per[k]) > 1 else 0
+              for k in keys]
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=f"{sampling} sampling")
+    ax.set_xlabel("MFLOPs")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def with_options(scale: dict, args) -> dict:
