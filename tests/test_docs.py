@@ -56,7 +56,38 @@ def test_readme_pssnet_table_is_the_committed_default_run():
     assert report.markdown_table(document) in readme
     assert (document["max"]["test_accuracy"], document["min"]["test_accuracy"]) == (
         summary["eval_accuracy"], summary["min_eval_accuracy"])
-    assert f"max net {100 * summary['eval_accuracy']:.1f}%" in readme
+    assert f"max net {100 * summary['eval_accuracy']:.1f}%" in " ".join(readme.split())
+
+
+def test_readme_and_results_tables_are_the_committed_recipe_sweep():
+    """README's main job over seeds and docs/RESULTS.md's sweep, robustness and sampling tables
+    are evidence.recipe_sweep's tables of docs/evidence/recipe_sweep.json (its raw output)."""
+    from evidence import recipe_sweep
+    with open(os.path.join(ROOT, "docs", "evidence", "recipe_sweep.json")) as f:
+        rows = json.load(f)["rows"]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        results = f.read()
+    assert recipe_sweep.main_job_table(rows) in readme
+    assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
+    for table in (recipe_sweep.sweep_table(rows), recipe_sweep.candidate_table(rows),
+                  recipe_sweep.robustness_table(rows),
+                  recipe_sweep.sampling_table(rows, "lr0.0375_w1")):
+        assert table in results, table[:80]
+
+
+def test_readme_dcff_table_is_the_committed_embedded_runs():
+    """README's DCFF table on the embedded data is docs/results/embedded_dcff.json (written by
+    python -m evidence.embedded_dcff), rendered by evidence.embedded_dcff.markdown_table."""
+    from evidence import embedded_dcff
+    with open(os.path.join(ROOT, "docs", "results", "embedded_dcff.json")) as f:
+        document = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert [r["config"] for r in document["rows"]] == [
+        path + (f":{arg}" if arg else "") for path, arg, _ in embedded_dcff.RUNS]
+    assert embedded_dcff.markdown_table(document) in readme
 
 
 def test_readme_links_the_notebook_and_guides():
