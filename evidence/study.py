@@ -132,19 +132,34 @@ def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
     return summary
 
 
+def learning_curve(workdir: str) -> list[dict]:
+    """The run's logged training losses and evaluations: [{"step", "train_loss" or
+    "eval_accuracy"}] from its metrics.jsonl (the raw numbers behind the curves the docs cite)."""
+    curve = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in filter(str.strip, f):
+            row = json.loads(line)
+            curve += [{"step": row["step"], key: row[key]}
+                      for key in ("train_loss", "eval_accuracy") if key in row]
+    return curve
+
+
 def run_dcff(scale: dict, data_dir: str, root: str) -> list[dict]:
+    """Every DCFF variant and seed; ``curve`` is the run's learning curve (for L1, of its
+    fine-tuning part)."""
     rows = []
     for seed in scale["seeds"]:
         for variant in DCFF_VARIANTS:
             log.info("evidence: DCFF %s seed %d", variant, seed)
+            workdir = os.path.join(root, f"{variant}_seed{seed}")
             if variant == "l1":
                 summary = run_l1(seed, scale, data_dir, root)
             else:
-                summary = train_or_reuse(dcff_config(variant, seed, scale, data_dir),
-                                 os.path.join(root, f"{variant}_seed{seed}"))
+                summary = train_or_reuse(dcff_config(variant, seed, scale, data_dir), workdir)
             rows.append({"variant": variant, "seed": seed,
                          "test_accuracy": summary["eval_accuracy"], "flops": summary["flops"],
-                         "params": summary["params"], "wall_time_s": summary["wall_time_s"]})
+                         "params": summary["params"], "wall_time_s": summary["wall_time_s"],
+                         "curve": learning_curve(workdir)})
     return rows
 
 

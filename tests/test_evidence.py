@@ -71,6 +71,10 @@ def test_tiny_study_writes_tables_and_plots(tmp_path):
     by_variant = {r["variant"]: r for r in results["dcff"] if r["seed"] == 0}
     assert by_variant["l1"]["params"] == by_variant["scratch"]["params"] < (
         by_variant["baseline"]["params"])
+    for row in results["dcff"]:  # each curve ends with the evaluation the table reports
+        evals = [point for point in row["curve"] if "eval_accuracy" in point]
+        assert evals[-1]["eval_accuracy"] == row["test_accuracy"], row["variant"]
+        assert any("train_loss" in point for point in row["curve"])
     assert sorted(r["sampling"] for r in results["pss"]) == ["prioritized", "uniform"]
     assert all(len(r["subnets"]) >= 3 for r in results["pss"])
     tables = (out / "tables.md").read_text()
