@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import os
-
 import statistics
 
 from common_jax.data import idx
