@@ -35,8 +35,8 @@ import os
 import statistics
 
 from common_jax.data import idx
-from evidence.study import (_by_target, _mean_std, _target_order, pss_plot, quiet_logging,
-                            train_or_reuse)
+from evidence.study import (by_target, learning_curve, mean_std, paired_cells, pss_plot,
+                            quiet_logging, target_order, train_or_reuse)
 from pssnet_dcff import api
 
 CANDIDATES = {
@@ -44,6 +44,7 @@ CANDIDATES = {
     "lr0.075_w1": {"optimizer.learning_rate": 0.075, "optimizer.warmup_epochs": 1},
     "lr0.1": {"optimizer.learning_rate": 0.1, "optimizer.warmup_epochs": 0},
 }
+CHOSEN = "lr0.0375_w1"  # the recipe of configs/pssnet/embedded.py (docs/RESULTS.md)
 SUPERNET, ALONE = "configs/pssnet/embedded.py", "configs/pssnet/embedded_alone.py"
 RUNS = ("supernet", "alone", "uniform")
 _IDX = {"dataset.name": "fashion_mnist_idx", "dataset.num_eval_examples": 0}
@@ -59,9 +60,7 @@ log = logging.getLogger(__name__)
 
 def loss_profile(workdir: str, warmup_steps: int) -> dict:
     """First logged training loss and the largest one after ``warmup_steps``."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    losses = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    losses = [(p["step"], p["train_loss"]) for p in learning_curve(workdir) if "train_loss" in p]
     after = [loss for step, loss in losses if step > warmup_steps]
     return {"first_train_loss": losses[0][1],
             "max_train_loss_after_warmup": max(after) if after else None}
@@ -113,6 +112,12 @@ def merge(old_rows: list[dict], new_rows: list[dict]) -> list[dict]:
                                                   order[r["candidate"]], r["seed"]))
 
 
+def _embedded_runs(rows: list[dict], candidate: str, uniform: bool = False) -> list[dict]:
+    """The candidate's supernet rows on the embedded data (``uniform``: with a uniform run)."""
+    return [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
+            and "subnets" in r and (not uniform or "uniform" in r)]
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -153,16 +158,15 @@ def candidate_table(rows: list[dict]) -> str:
              "runs with a loss above the first after warm-up |",
              "|---|---|---|---|---|---|---|"]
     for candidate in CANDIDATES:
-        runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
-                and "subnets" in r]
+        runs = _embedded_runs(rows, candidate)
         if not runs:
             continue
         paired = [r for r in runs if "alone_test_accuracy" in r]
         diffs = [r["max_net_test_accuracy"] - r["alone_test_accuracy"] for r in paired]
         lines.append(
-            f"| {candidate} | {len(runs)} | {_mean_std(r['max_net_test_accuracy'] for r in runs)}"
-            f" | {_mean_std(r['alone_test_accuracy'] for r in paired)} | "
-            f"{_mean_std(diffs)} | {_mean_std(r['subnets'][0]['test_accuracy'] for r in runs)} | "
+            f"| {candidate} | {len(runs)} | {mean_std(r['max_net_test_accuracy'] for r in runs)}"
+            f" | {mean_std(r['alone_test_accuracy'] for r in paired)} | "
+            f"{mean_std(diffs)} | {mean_std(r['subnets'][0]['test_accuracy'] for r in runs)} | "
             f"{sum(map(_spiked, runs))} of {len(runs)} |")
     return "\n".join(lines)
 
@@ -184,17 +188,6 @@ def robustness_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _paired(ours: list[float], theirs: list[float]) -> str:
-    """n, mean difference in points, paired t-test and Wilcoxon signed-rank p (two-sided)."""
-    from scipy import stats
-    diff = [100 * (a - b) for a, b in zip(ours, theirs)]
-    if len(diff) < 2:
-        return f"{len(diff)} | - | - | -"
-    t_p = stats.ttest_rel(ours, theirs).pvalue
-    w_p = stats.wilcoxon(diff).pvalue if any(diff) else 1.0
-    return f"{len(diff)} | {statistics.mean(diff):+.2f} | {t_p:.3g} | {w_p:.3g}"
-
-
 def _accuracies(subnets: list[dict]) -> dict:
     """target -> test accuracy, plus the mean over the kept middle subnets."""
     out = {str(e["target"]): e["test_accuracy"] for e in subnets}
@@ -205,14 +198,13 @@ def _accuracies(subnets: list[dict]) -> dict:
 def sampling_table(rows: list[dict], candidate: str) -> str:
     """PSS-Net's prioritized sampling against uniform sampling (part 5): per FLOPs target and
     over each run's kept subnets, mean +- std over seeds and the paired difference."""
-    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
-            and "subnets" in r and "uniform" in r]
+    runs = _embedded_runs(rows, candidate, uniform=True)
     if not runs:
         return "(no runs with both samplings yet)"
     pss = {r["seed"]: _accuracies(r["subnets"]) for r in runs}
     uni = {r["seed"]: _accuracies(r["uniform"]["subnets"]) for r in runs}
     keys = sorted({k for acc in [*pss.values(), *uni.values()] for k in acc
-                   if k != "mean of kept subnets"}, key=_target_order)
+                   if k != "mean of kept subnets"}, key=target_order)
     lines = ["| target (MFLOPs) | prioritized % (mean ± std, n) | uniform % (mean ± std, n) | "
              "seeds with both | prioritized - uniform | paired t-test p | Wilcoxon p |",
              "|---|---|---|---|---|---|---|"]
@@ -220,31 +212,29 @@ def sampling_table(rows: list[dict], candidate: str) -> str:
         ours = [acc[key] for acc in pss.values() if key in acc]
         theirs = [acc[key] for acc in uni.values() if key in acc]
         both = [seed for seed in pss if key in pss[seed] and key in uni.get(seed, {})]
-        lines.append(f"| {key} | {_mean_std(ours) if ours else '-'} ({len(ours)}) | "
-                     f"{_mean_std(theirs) if theirs else '-'} ({len(theirs)}) | " + _paired(
+        lines.append(f"| {key} | {mean_std(ours) if ours else '-'} ({len(ours)}) | "
+                     f"{mean_std(theirs) if theirs else '-'} ({len(theirs)}) | " + paired_cells(
                          [pss[s][key] for s in both], [uni[s][key] for s in both]) + " |")
     return "\n".join(lines)
 
 
-def main_job_table(rows: list[dict], candidate: str = "lr0.0375_w1") -> str:
+def main_job_table(rows: list[dict], candidate: str = CHOSEN) -> str:
     """The default main job over seeds (README): every target's kept subnet, mean MFLOPs and
     test accuracy (mean +- sample std, lowest-highest) over the candidate's embedded runs."""
-    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
-            and "subnets" in r]
-    per = _by_target(runs)
+    runs = _embedded_runs(rows, candidate)
+    per = by_target(runs)
     lines = [f"| target (MFLOPs) | seeds | MFLOPs (mean) | test accuracy % (mean ± std) | "
              f"lowest - highest |", "|---|---|---|---|---|"]
-    for key in sorted(per, key=_target_order):
+    for key in sorted(per, key=target_order):
         accs = [a for _, a in per[key]]
         lines.append(f"| {key} | {len(accs)} | {statistics.mean(f for f, _ in per[key]) / 1e6:.2f}"
-                     f" | {_mean_std(accs)} | {100 * min(accs):.2f} - {100 * max(accs):.2f} |")
+                     f" | {mean_std(accs)} | {100 * min(accs):.2f} - {100 * max(accs):.2f} |")
     return "\n".join(lines)
 
 
-def main_job_sentence(rows: list[dict], candidate: str = "lr0.0375_w1") -> str:
+def main_job_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
     """README's summary of the main job over seeds: max and min net, mean +- sample std."""
-    runs = [r for r in rows if r["candidate"] == candidate and r["data"] == "embedded"
-            and "subnets" in r]
+    runs = _embedded_runs(rows, candidate)
 
     def summary(values):
         values = [100 * v for v in values]
@@ -254,7 +244,7 @@ def main_job_sentence(rows: list[dict], candidate: str = "lr0.0375_w1") -> str:
             f"min net")
 
 
-def tables(rows: list[dict], chosen: str = "lr0.0375_w1") -> str:
+def tables(rows: list[dict], chosen: str = CHOSEN) -> str:
     """The sweep's tables as docs/RESULTS.md shows them."""
     return "\n\n".join([
         "Every candidate and seed:\n\n" + sweep_table(rows),
@@ -311,12 +301,12 @@ def write(rows: list[dict], out: str) -> None:
         json.dump({"command": "python -m evidence.recipe_sweep", "rows": rows}, f, indent=2)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
         f.write(tables(rows))
-    paired = [r for r in rows if r["data"] == "embedded" and "subnets" in r and "uniform" in r]
+    paired = _embedded_runs(rows, CHOSEN, uniform=True)
     if paired:
         pss_plot([{"sampling": "prioritized", "subnets": r["subnets"]} for r in paired]
                  + [{"sampling": "uniform", "subnets": r["uniform"]["subnets"]} for r in paired],
                  os.path.splitext(out)[0] + "_sampling.png",
-                 title=f"PSS-Net sampling rules, {paired[0]['candidate']}, {len(paired)} seeds")
+                 title=f"PSS-Net sampling rules, {CHOSEN}, {len(paired)} seeds")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import statistics
 import sys
 import time
 
-from common_jax import data, export as export_lib
+from common_jax import data, export as export_lib, paths
 from common_jax.data import idx
 from dcff_jax import architectures
 from evidence.l1_pruning import prune_first_convs
@@ -76,10 +76,9 @@ TINY = {
 
 def train_or_reuse(config, workdir: str) -> dict:
     """The run's summary: trained now, or read from a finished earlier run."""
-    path = os.path.join(workdir, "summary.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            summary = json.load(f)
+    path = paths.join(workdir, "summary.json")
+    if paths.exists(path):
+        summary = json.loads(paths.read_text(path))
         if summary.get("finished", True) and not summary.get("preempted"):
             return summary
     summary = api.train(config, workdir).summary
@@ -136,11 +135,11 @@ def learning_curve(workdir: str) -> list[dict]:
     """The run's logged training losses and evaluations: [{"step", "train_loss" or
     "eval_accuracy"}] from its metrics.jsonl (the raw numbers behind the curves the docs cite)."""
     curve = []
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in filter(str.strip, f):
-            row = json.loads(line)
-            curve += [{"step": row["step"], key: row[key]}
-                      for key in ("train_loss", "eval_accuracy") if key in row]
+    text = paths.read_text(paths.join(workdir, "metrics.jsonl"))
+    for line in filter(str.strip, text.splitlines()):
+        row = json.loads(line)
+        curve += [{"step": row["step"], key: row[key]}
+                  for key in ("train_loss", "eval_accuracy") if key in row]
     return curve
 
 
@@ -178,10 +177,21 @@ def run_pss(scale: dict, root: str) -> list[dict]:
     return rows
 
 
+def paired_cells(ours: list[float], theirs: list[float]) -> str:
+    """Table cells of a comparison paired by seed: n, mean difference in points, two-sided
+    paired t-test and Wilcoxon signed-rank p-values ('-' with fewer than 2 pairs)."""
+    from scipy import stats
+    diff = [100 * (a - b) for a, b in zip(ours, theirs)]
+    if len(diff) < 2:
+        return f"{len(diff)} | - | - | -"
+    t_p = stats.ttest_rel(ours, theirs).pvalue
+    w_p = stats.wilcoxon(diff).pvalue if any(diff) else 1.0
+    return f"{len(diff)} | {statistics.mean(diff):+.2f} | {t_p:.3g} | {w_p:.3g}"
+
+
 def paired_table(rows: list[dict]) -> str:
     """Each DCFF mode against scratch and L1 (same compact widths and FLOPs), paired by seed:
     mean difference, two-sided paired t-test and Wilcoxon signed-rank p-values."""
-    from scipy import stats
     acc = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows}
     lines = ["| comparison | n | mean difference (points) | paired t-test p | Wilcoxon p |",
              "|---|---|---|---|---|"]
@@ -190,16 +200,13 @@ def paired_table(rows: list[dict]) -> str:
             seeds = sorted(s for v, s in acc if v == mode and (control, s) in acc)
             if len(seeds) < 2:
                 continue
-            diff = [100 * (acc[(mode, s)] - acc[(control, s)]) for s in seeds]
-            t_p = stats.ttest_rel([acc[(mode, s)] for s in seeds],
-                                  [acc[(control, s)] for s in seeds]).pvalue
-            w_p = stats.wilcoxon(diff).pvalue if any(diff) else 1.0
-            lines.append(f"| {mode} - {control} | {len(seeds)} | {statistics.mean(diff):+.2f} | "
-                         f"{t_p:.3g} | {w_p:.3g} |")
+            cells = paired_cells([acc[(mode, s)] for s in seeds],
+                                 [acc[(control, s)] for s in seeds])
+            lines.append(f"| {mode} - {control} | {cells} |")
     return "\n".join(lines)
 
 
-def _mean_std(values) -> str:
+def mean_std(values) -> str:
     values = list(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
@@ -215,12 +222,12 @@ def dcff_table(rows: list[dict]) -> str:
         seeds = ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs)
         minutes = statistics.mean(r["wall_time_s"] for r in runs) / 60
         lines.append(f"| {variant} | {runs[0]['flops'] / 1e6:.2f} | {runs[0]['params']:,} | "
-                     f"{_mean_std(r['test_accuracy'] for r in runs)} (n={len(runs)}) | "
+                     f"{mean_std(r['test_accuracy'] for r in runs)} (n={len(runs)}) | "
                      f"{seeds} | {minutes:.1f} |")
     return "\n".join(lines)
 
 
-def _by_target(runs: list[dict]) -> dict:
+def by_target(runs: list[dict]) -> dict:
     """target -> [(flops, test accuracy) per seed]."""
     out: dict = {}
     for run in runs:
@@ -230,13 +237,13 @@ def _by_target(runs: list[dict]) -> dict:
     return out
 
 
-def _target_order(key: str) -> float:
+def target_order(key: str) -> float:
     return -1.0 if key == "min" else float("inf") if key == "max" else float(key)
 
 
 def pss_table(rows: list[dict]) -> str:
-    per = {s: _by_target([r for r in rows if r["sampling"] == s]) for s in SAMPLINGS}
-    targets = sorted(set().union(*[set(p) for p in per.values()]), key=_target_order)
+    per = {s: by_target([r for r in rows if r["sampling"] == s]) for s in SAMPLINGS}
+    targets = sorted(set().union(*[set(p) for p in per.values()]), key=target_order)
     lines = ["| target (MFLOPs) | " + " | ".join(f"{s}: test accuracy % (mean ± std, n)"
                                                    for s in SAMPLINGS) + " |",
              "|---|" + "---|" * len(SAMPLINGS)]
@@ -244,7 +251,7 @@ def pss_table(rows: list[dict]) -> str:
         cells = []
         for sampling in SAMPLINGS:
             points = per[sampling].get(target, [])
-            cells.append(f"{_mean_std(a for _, a in points)} ({len(points)})" if points
+            cells.append(f"{mean_std(a for _, a in points)} ({len(points)})" if points
                          else "-")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     means = []
@@ -252,7 +259,7 @@ def pss_table(rows: list[dict]) -> str:
         runs = [r for r in rows if r["sampling"] == sampling]
         kept = [statistics.mean(e["test_accuracy"] for e in r["subnets"]
                                 if e["target"] not in ("min", "max")) for r in runs]
-        means.append(f"{_mean_std(kept)} ({len(kept)})")
+        means.append(f"{mean_std(kept)} ({len(kept)})")
     lines.append("| mean over kept subnets | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
@@ -291,8 +298,8 @@ def pss_plot(rows: list[dict], path: str, title: str = "PSS-Net MobileNetV2 supe
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for sampling in SAMPLINGS:
-        per = _by_target([r for r in rows if r["sampling"] == sampling])
-        keys = sorted(per, key=_target_order)
+        per = by_target([r for r in rows if r["sampling"] == sampling])
+        keys = sorted(per, key=target_order)
         xs = [statistics.mean(f for f, _ in per[k]) / 1e6 for k in keys]
         ys = [100 * statistics.mean(a for _, a in per[k]) for k in keys]
         es = [100 * statistics.stdev([a for _, a in per[k]]) if len(per[k]) > 1 else 0

@@ -73,7 +73,7 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
     assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
     for table in (recipe_sweep.sweep_table(rows), recipe_sweep.candidate_table(rows),
                   recipe_sweep.robustness_table(rows),
-                  recipe_sweep.sampling_table(rows, "lr0.0375_w1")):
+                  recipe_sweep.sampling_table(rows, recipe_sweep.CHOSEN)):
         assert table in results, table[:80]
 
 
