@@ -161,3 +161,22 @@ def test_recipe_sweep_tables_pair_prioritized_and_uniform_runs_by_seed():
     assert candidate[1:6] == ["3", "80.00 ± 0.00", "81.00 ± 1.00", "-1.00 ± 1.00",
                               "70.00 ± 0.00"]
     assert candidate[6] == "1 of 3 |"
+
+
+def test_a_study_run_stopped_by_sigterm_ends_the_study_with_a_message(tmp_path, monkeypatch):
+    """train_or_reuse: a preempted run is neither reused nor returned as if finished."""
+    from evidence import study
+
+    class Stopped:
+        summary = {"step": 12, "finished": False, "preempted": True}
+    monkeypatch.setattr(study.api, "train", lambda config, workdir: Stopped())
+    (tmp_path / "summary.json").write_text(json.dumps(Stopped.summary))
+    with pytest.raises(SystemExit, match="stopped at step 12 .*rerun the same command"):
+        study.train_or_reuse(None, str(tmp_path))
+
+
+def test_recipe_sweep_flags_name_the_unknown_value_and_the_choices():
+    from evidence.recipe_sweep import DATA, _choices
+    with pytest.raises(SystemExit, match=r"--data: unknown \['mnist'\]; expected some of "
+                                         r"\['embedded', 'fmnist_2000'"):
+        _choices("embedded,mnist", DATA, "--data")
