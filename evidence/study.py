@@ -227,6 +227,23 @@ def dcff_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve_table(rows: list[dict], seed: int, variants=("faithful", "stable", "scratch")) -> str:
+    """Learning curves of one seed: the first logged training loss and the test accuracy %
+    after every evaluation (once per epoch), per variant (the raw numbers of ``curve``)."""
+    runs = {r["variant"]: r for r in rows if r["seed"] == seed and r["variant"] in variants}
+    curves = {v: runs[v]["curve"] for v in variants if v in runs}
+    evals = {v: [c for c in curve if "eval_accuracy" in c] for v, curve in curves.items()}
+    first = {v: next(c for c in curve if "train_loss" in c) for v, curve in curves.items()}
+    count = len(next(iter(evals.values())))
+    lines = ["| variant (seed %d) | training loss at step %d | test %% after epoch 1 | %s |" % (
+        seed, next(iter(first.values()))["step"], " | ".join(map(str, range(2, count + 1)))),
+        "|---|---|" + "---|" * count]
+    for v in curves:
+        lines.append(f"| {v} | {first[v]['train_loss']:.2f} | "
+                     + " | ".join(f"{100 * c['eval_accuracy']:.1f}" for c in evals[v]) + " |")
+    return "\n".join(lines)
+
+
 def by_target(runs: list[dict]) -> dict:
     """target -> [(flops, test accuracy) per seed]."""
     out: dict = {}
@@ -364,7 +381,8 @@ def main():
     tables = []
     if "dcff" in results:
         tables += ["## DCFF", "", dcff_table(results["dcff"]), "",
-                   paired_table(results["dcff"]), ""]
+                   paired_table(results["dcff"]), "",
+                   curve_table(results["dcff"], scale["seeds"][0]), ""]
     if "pss" in results:
         tables += ["## PSS-Net", "", pss_table(results["pss"]), ""]
     with open(os.path.join(args.out, "results.json"), "w") as f:

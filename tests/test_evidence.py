@@ -180,3 +180,22 @@ def test_recipe_sweep_flags_name_the_unknown_value_and_the_choices():
     with pytest.raises(SystemExit, match=r"--data: unknown \['mnist'\]; expected some of "
                                          r"\['embedded', 'fmnist_2000'"):
         _choices("embedded,mnist", DATA, "--data")
+
+
+def test_curve_table_shows_one_seeds_first_loss_and_every_evaluation():
+    """The table reads each variant's own curve of the requested seed: the first logged loss
+    and every evaluation in step order, as percentages."""
+    from evidence.study import curve_table
+
+    def row(variant, seed, loss, accuracies):
+        curve = [{"step": 50, "train_loss": loss}, {"step": 100, "train_loss": loss / 2}]
+        curve += [{"step": 117 * (i + 1), "eval_accuracy": a} for i, a in enumerate(accuracies)]
+        return {"variant": variant, "seed": seed, "curve": curve}
+
+    rows = [row("faithful", 0, 1.5, [0.6, 0.8]), row("scratch", 0, 1.25, [0.75, 0.85]),
+            row("scratch", 1, 9.0, [0.1, 0.1]), row("baseline", 0, 0.5, [0.9, 0.95])]
+    assert curve_table(rows, 0, ("faithful", "scratch")) == "\n".join([
+        "| variant (seed 0) | training loss at step 50 | test % after epoch 1 | 2 |",
+        "|---|---|---|---|",
+        "| faithful | 1.50 | 60.0 | 80.0 |",
+        "| scratch | 1.25 | 75.0 | 85.0 |"])
