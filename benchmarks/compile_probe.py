@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -240,9 +242,13 @@ def main():
              f"--depthwise_impl={args.depthwise_impl}"]
     report = {"config": args.config, "batch": args.batch, "resolutions": args.resolutions,
               "depthwise_impl": args.depthwise_impl, "variants": {},
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
-    for name in names:
+              "date": datetime.date.today().isoformat(),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "jax": importlib.metadata.version("jax"), "device": None}}
+    for name in names:  # the parent never initialises JAX: children get the whole device
         report["variants"][name] = run_variant(name, args, extra)
+        report["machine"]["device"] = (report["machine"]["device"]
+                                       or report["variants"][name].get("device"))
         print(f"{name}: {report['variants'][name]}", flush=True)
         if args.out:
             with open(args.out, "w") as f:

@@ -10,6 +10,7 @@ with its compile time. Prints a table last and writes JSON.
 """
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -52,6 +53,7 @@ def main():
     results["machine"] = {"device": str(jax.devices()[0].device_kind), "cpus": os.cpu_count(),
                           "platform": platform.platform(), "jax": jax.__version__}
     results["config"] = args.config
+    results["date"] = datetime.date.today().isoformat()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -12,6 +12,7 @@ per subnet and the median and worst relative errors last.
 """
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -56,6 +57,7 @@ def compare(config, table_path: str, count: int, seed: int = 0) -> dict:
     errors = [abs(r["relative_error"]) for r in rows]
     raw_errors = [abs(r["raw_relative_error"]) for r in rows]
     return {"device": table["device"], "jax": jax.__version__, "table": table_path,
+            "date": datetime.date.today().isoformat(),
             "units": len(table["units"]), "dense": table["dense"], "build_s": build_s,
             "batch_size": table["batch_size"], "calibration": table["calibration"],
             "subnets": rows, "median_abs_error": statistics.median(errors),

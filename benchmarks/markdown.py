@@ -1,0 +1,182 @@
+"""Markdown tables of benchmarks/RESULTS.md, rendered from the benchmarks' raw JSON outputs.
+
+    python benchmarks/markdown.py        # prints every table from benchmarks/results/*.json
+
+Each function takes the JSON a benchmark script wrote with ``--out`` and returns one table;
+``tests/test_docs.py`` checks that benchmarks/RESULTS.md contains exactly these tables, so a
+number in that file cannot drift from its raw output. Pure JSON in, text out: no JAX import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def load(name: str) -> dict:
+    with open(os.path.join(RESULTS, name)) as f:
+        return json.load(f)
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def machine_line(doc: dict) -> str:
+    """'<device>, <cpus> CPUs, jax <version>, <date>' of a benchmark's raw output."""
+    m = doc["machine"]
+    return f"{m['device']}, {m['cpus']} CPUs, jax {m['jax']}, {doc['date']}"
+
+
+def compile_time_table(doc: dict) -> str:
+    """benchmarks/compile_time.py: cold and warm cache, launch to first step."""
+    rows = []
+    for name, label in (("cold", "cold (empty)"), ("warm", "warm (filled by the cold run)")):
+        r = doc[name]
+        rows.append([label, f"{r['process_wall_s']:.1f} s",
+                     f"{r['train_start_to_first_step_s']:.1f} s",
+                     str(r["xla_compiles_before_first_step"]),
+                     f"{sum(r['compiled_functions'].values()):.1f} s"])
+    return _rows(["compilation cache", "process wall time",
+                  "start of training to first completed step", "XLA compiles before it",
+                  "compile/load time of the logged functions"], rows)
+
+
+def compile_functions_table(doc: dict) -> str:
+    """benchmarks/compile_time.py: each logged function, cold compile / warm cache load."""
+    cold, warm = doc["cold"]["compiled_functions"], doc["warm"]["compiled_functions"]
+    return _rows(["function compiled before the first step", "cold s", "warm s"],
+                 [[name, f"{cold[name]:.1f}", f"{warm[name]:.1f}" if name in warm else "-"]
+                  for name in cold])
+
+
+def compile_probe_table(doc: dict) -> str:
+    """benchmarks/compile_probe.py: compile seconds per resolution, run time, HLO converts."""
+    resolutions = doc["resolutions"]
+    header = ["variant", *(f"compile s at {r} px" for r in resolutions), "compile wall s",
+              "run ms at "
+              f"{resolutions[0]} px", "converts in HLO", "fusions in HLO"]
+    rows = []
+    for name, r in doc["variants"].items():
+        if r["status"] != "ok":
+            rows.append([name, r["status"], *[""] * (len(header) - 2)])
+            continue
+        rows.append([name, *(f"{r['compile_s'][str(res)]:.1f}" for res in resolutions),
+                     f"{r['compile_wall_s']:.1f}", f"{r['run_ms']:.0f}", str(r["hlo_ops"]["convert"]),
+                     str(r["hlo_ops"]["fusion"])])
+    return _rows(header, rows)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def throughput_steps_table(doc: dict) -> str:
+    """benchmarks/throughput.py: training steps against the PyTorch reference."""
+    rows = []
+    for name, r in doc["results"].items():
+        if r["kind"] not in ("pss train step", "dcff train step"):
+            continue
+        ref = doc["results"].get(f"torch_{name}")
+        compile_note = (f"{r['compile_s']:.1f} ({r['resolutions']} resolutions + update)"
+                        if "resolutions" in r else f"{r['compile_s']:.1f}")
+        rows.append([f"`{name}` {r['dtype']}, batch {r['batch']}", _ms(r["median_ms"]),
+                     f"{r['images_per_s']:.0f}", compile_note,
+                     _ms(ref["median_ms"]) if ref else "-",
+                     f"{r['torch_ratio']:.2f}x" if "torch_ratio" in r else "-"])
+    return _rows(["case", "JAX ms/step", "JAX images/s", "compile s", "PyTorch ms/step",
+                  "JAX / PyTorch images/s"], rows)
+
+
+def throughput_other_table(doc: dict) -> str:
+    """benchmarks/throughput.py: pool work, pipelining, recalibration, fusion, inference."""
+    rows = []
+    for name, r in doc["results"].items():
+        if r["kind"] == "pss train step":
+            rows.append([f"`{name}` host pool work per step (full pools)",
+                         f"{r['host_ms']:.2f} ms ({100 * r['host_share']:.2f}% of a step)"])
+            rows.append([f"`{name}` pipelined (back-to-back dispatch, one wait at the end)",
+                         f"{r['pipelined_ms']:.0f} ms (synchronised {r['median_ms']:.0f} ms)"])
+        elif r["kind"] == "BN recal + eval":
+            rows.append([f"`{name}`: BN recalibration ({r['recal_batches']} batches) + "
+                         f"evaluation of one subnet on {r['images']:,} images",
+                         f"{r['median_ms']:.0f} ms"])
+        elif r["kind"] == "fusion recompute":
+            share = (f" ({100 * r['share_of_epoch']:.3f}% of an epoch)"
+                     if "share_of_epoch" in r else "")
+            rows.append([f"`{name}`: all {r['layers']} fusion matrices",
+                         f"{_ms(r['median_ms'])} ms{share}"])
+        elif r["kind"] == "inference":
+            rows.append([f"`{name}` (exported model, batch {r['batch']})",
+                         f"{_ms(r['median_ms'])} ms"])
+    return _rows(["other case", "median"], rows)
+
+
+def depthwise_table(shifts: dict, conv: dict) -> str:
+    """Embedded PSS-Net with depthwise as shifted multiply-adds vs grouped convolution: the
+    ``pss`` cases of two throughput.py outputs (``--depthwise_impl=auto`` on CPU, ``conv``)."""
+    def pick(doc, kind):
+        return next(r for r in doc["results"].values() if r["kind"] == kind)
+
+    step_s, step_c = pick(shifts, "pss train step"), pick(conv, "pss train step")
+    eval_s, eval_c = pick(shifts, "BN recal + eval"), pick(conv, "BN recal + eval")
+    rows = [[f"training step (batch {step_s['batch']})", f"{step_c['median_ms']:.0f} ms",
+             f"{step_s['median_ms']:.0f} ms",
+             f"{step_c['median_ms'] / step_s['median_ms']:.2f}x"],
+            [f"BN recalibration + evaluation of one subnet ({eval_s['images']:,} images)",
+             f"{eval_c['median_ms']:.0f} ms", f"{eval_s['median_ms']:.0f} ms",
+             f"{eval_c['median_ms'] / eval_s['median_ms']:.2f}x"],
+            [f"compile, all {step_s['resolutions']} resolutions + update",
+             f"{step_c['compile_s']:.1f} s", f"{step_s['compile_s']:.1f} s",
+             f"{step_c['compile_s'] / step_s['compile_s']:.2f}x"]]
+    return _rows(["embedded PSS-Net supernet", "grouped conv", "shifted multiply-adds",
+                  "grouped / shifted"], rows)
+
+
+def _correlation(xs: list[float], ys: list[float]) -> float:
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    return cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+
+
+def latency_predictor_table(docs: list[dict]) -> str:
+    """benchmarks/latency_predictor.py outputs (one per batch size): predicted vs measured."""
+    rows = []
+    for d in docs:
+        measured = [r["measured_ms"] for r in d["subnets"]]
+        predicted = [r["predicted_ms"] for r in d["subnets"]]
+        rows.append([str(d["batch_size"]), f"{d['units']} units, {d['build_s']:.0f} s",
+                     f"{min(measured):.2f} - {max(measured):.2f} ms",
+                     f"{100 * d['median_abs_error']:.1f}%", f"{100 * d['worst_abs_error']:.1f}%",
+                     f"{_correlation(measured, predicted):.2f}",
+                     f"{100 * d['raw_median_abs_error']:.0f}% / "
+                     f"{100 * d['raw_worst_abs_error']:.0f}%"])
+    return _rows(["batch", "table build", "measured latency range", "median error",
+                  "worst error", "correlation predicted / measured",
+                  "raw sum (no calibration): median / worst"], rows)
+
+
+def all_tables() -> dict[str, str]:
+    """name -> table, for every table of benchmarks/RESULTS.md and docs/latency.md."""
+    compile_time = load("compile_time_embedded.json")
+    throughput = load("throughput_cpu.json")
+    return {
+        "compile_time": compile_time_table(compile_time),
+        "compile_functions": compile_functions_table(compile_time),
+        "compile_probe_embedded": compile_probe_table(load("compile_probe_embedded.json")),
+        "compile_probe_imagenet": compile_probe_table(load("compile_probe_imagenet.json")),
+        "throughput_steps": throughput_steps_table(throughput),
+        "throughput_other": throughput_other_table(throughput),
+        "depthwise": depthwise_table(throughput, load("throughput_cpu_conv.json")),
+        "latency_predictor": latency_predictor_table(
+            [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
+    }
+
+
+if __name__ == "__main__":
+    for name, table in all_tables().items():
+        print(f"## {name}\n\n{table}\n")
