@@ -45,16 +45,24 @@ def document(config, space: Space, kept: list, ends: dict, constraints) -> dict:
 
 def markdown_table(doc: dict) -> str:
     """The kept subnets of a subnets.json document as a Markdown table, min net first and max
-    net last (README's table of the embedded default run is this table of its raw output)."""
-    lines = ["| target (MFLOPs) | resolution | stage channels | MFLOPs | params | pool rank | "
-             "held-out acc. | test acc. |", "|---|---|---|---|---|---|---|---|"]
-    for e in [doc["min"], *doc["subnets"], doc["max"]]:
+    net last (README's table of the embedded default run is this table of its raw output);
+    with a latency table, a column of each subnet's predicted latency."""
+    entries = [doc["min"], *doc["subnets"], doc["max"]]
+    latency = any(e.get("latency_ms") is not None for e in entries)
+    unit = {("flops",): "MFLOPs", ("latency",): "ms"}.get(tuple(doc["constraints"]))
+    lines = [f"| target{f' ({unit})' if unit else ''} | resolution | stage channels | MFLOPs | "
+             f"params | {'predicted ms | ' if latency else ''}pool rank | held-out acc. | "
+             f"test acc. |", "|---|---|---|---|---|" + "---|" * (4 if latency else 3)]
+    for e in entries:
         rank = "-" if e.get("rank") is None else str(e["rank"])
         held = ("-" if e.get("selection_accuracy") is None
                 else f"{100 * e['selection_accuracy']:.1f}%")
-        lines.append(f"| {e['target']} | {e['resolution']} | "
+        predicted = f"{e['latency_ms']:.4f} | " if latency else ""
+        target = (f"{e['target']:.4f}" if e.get("constraint") == "latency" else e["target"])
+        lines.append(f"| {target} | {e['resolution']} | "
                      f"{' '.join(str(c) for c in e['channels'])} | {e['flops'] / 1e6:.2f} | "
-                     f"{e['params']:,} | {rank} | {held} | {100 * e['test_accuracy']:.2f}% |")
+                     f"{e['params']:,} | {predicted}{rank} | {held} | "
+                     f"{100 * e['test_accuracy']:.2f}% |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import sys
 
 import pytest
 
@@ -77,6 +78,28 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
         assert table in results, table[:80]
 
 
+def test_results_tables_are_the_committed_evidence_studies():
+    """docs/RESULTS.md's DCFF and PSS-Net tables of the 4-epoch study are study.py's tables of
+    docs/evidence/results.json (its curves: of the seed-0 rerun in dcff_4epoch_seed0/); those
+    of DCFF at the paper's proportions, of docs/evidence/dcff_progress/results.json (5 seeds,
+    with the paired tests and curves)."""
+    from evidence import study
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        results = f.read()
+    with open(os.path.join(ROOT, "docs", "evidence", "results.json")) as f:
+        first = json.load(f)
+    with open(os.path.join(ROOT, "docs", "evidence", "dcff_progress", "results.json")) as f:
+        progress = json.load(f)
+    with open(os.path.join(ROOT, "docs", "evidence", "dcff_4epoch_seed0", "results.json")) as f:
+        rerun = json.load(f)
+    assert progress["dcff_schedule"] == "progress" and len(progress["seeds"]) >= 5
+    for table in (study.dcff_table(first["dcff"]), study.pss_table(first["pss"]),
+                  study.curve_table(rerun["dcff"], 0),
+                  study.dcff_table(progress["dcff"]), study.paired_table(progress["dcff"]),
+                  study.curve_table(progress["dcff"], 0)):
+        assert table in results, table[:80]
+
+
 def test_readme_dcff_table_is_the_committed_embedded_runs():
     """README's DCFF table on the embedded data is docs/results/embedded_dcff.json (written by
     python -m evidence.embedded_dcff), rendered by evidence.embedded_dcff.markdown_table."""
@@ -88,6 +111,36 @@ def test_readme_dcff_table_is_the_committed_embedded_runs():
     assert [r["config"] for r in document["rows"]] == [
         path + (f":{arg}" if arg else "") for path, arg, _ in embedded_dcff.RUNS]
     assert embedded_dcff.markdown_table(document) in readme
+
+
+def test_benchmark_tables_are_the_committed_raw_outputs():
+    """Every table of benchmarks/RESULTS.md and docs/latency.md's predictor table are
+    benchmarks/markdown.py's renderings of benchmarks/results/*.json (written by
+    benchmarks/cpu_results.sh), and each document names the machine line of its outputs."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import markdown
+    with open(os.path.join(ROOT, "benchmarks", "RESULTS.md")) as f:
+        results = f.read()
+    with open(os.path.join(ROOT, "docs", "latency.md")) as f:
+        latency = f.read()
+    tables = markdown.all_tables()
+    for name, table in tables.items():
+        assert table in (latency if name == "latency_predictor" else results), name
+    for raw in ("compile_time_embedded.json", "compile_probe_embedded.json",
+                "compile_probe_imagenet.json", "throughput_cpu.json"):
+        assert markdown.machine_line(markdown.load(raw)) in results, raw
+
+
+def test_latency_run_table_is_the_committed_run():
+    """docs/latency.md's embedded latency-pool run is docs/results/embedded_latency/."""
+    from pssnet_jax import report
+    folder = os.path.join(ROOT, "docs", "results", "embedded_latency")
+    with open(os.path.join(folder, "subnets.json")) as f:
+        document = json.load(f)
+    with open(os.path.join(ROOT, "docs", "latency.md")) as f:
+        latency = f.read()
+    assert report.markdown_table(document) in latency
+    assert all(e["latency_ms"] for e in document["subnets"])
 
 
 def test_readme_links_the_notebook_and_guides():
