@@ -2,7 +2,7 @@
 # Writes every raw output behind the CPU tables of benchmarks/RESULTS.md and docs/latency.md
 # (benchmarks/results/*.json). Run on an otherwise idle machine, from the repository root:
 #
-#     bash benchmarks/cpu_results.sh            # about 25 minutes on 2 CPU cores
+#     bash benchmarks/cpu_results.sh            # about 20 minutes on 2 CPU cores
 #
 # then `python benchmarks/markdown.py` prints the tables to paste; tests/test_docs.py fails
 # until the documents hold exactly those tables.
