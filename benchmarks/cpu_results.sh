@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/cpu_results.sh            # about 20 minutes on 2 CPU cores
 #
-# then `python benchmarks/markdown.py` prints the tables to paste; tests/test_docs.py fails
+# then `python benchmarks/result_tables.py` prints the tables to paste; tests/test_docs.py fails
 # until the documents hold exactly those tables.
 set -euo pipefail
 OUT=benchmarks/results

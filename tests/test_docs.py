@@ -115,20 +115,20 @@ def test_readme_dcff_table_is_the_committed_embedded_runs():
 
 def test_benchmark_tables_are_the_committed_raw_outputs():
     """Every table of benchmarks/RESULTS.md and docs/latency.md's predictor table are
-    benchmarks/markdown.py's renderings of benchmarks/results/*.json (written by
+    benchmarks/result_tables.py's renderings of benchmarks/results/*.json (written by
     benchmarks/cpu_results.sh), and each document names the machine line of its outputs."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import markdown
+    import result_tables
     with open(os.path.join(ROOT, "benchmarks", "RESULTS.md")) as f:
         results = f.read()
     with open(os.path.join(ROOT, "docs", "latency.md")) as f:
         latency = f.read()
-    tables = markdown.all_tables()
+    tables = result_tables.all_tables()
     for name, table in tables.items():
         assert table in (latency if name == "latency_predictor" else results), name
     for raw in ("compile_time_embedded.json", "compile_probe_embedded.json",
                 "compile_probe_imagenet.json", "throughput_cpu.json"):
-        assert markdown.machine_line(markdown.load(raw)) in results, raw
+        assert result_tables.machine_line(result_tables.load(raw)) in results, raw
 
 
 def test_latency_run_table_is_the_committed_run():

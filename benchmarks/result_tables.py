@@ -1,6 +1,6 @@
 """Markdown tables of benchmarks/RESULTS.md, rendered from the benchmarks' raw JSON outputs.
 
-    python benchmarks/markdown.py        # prints every table from benchmarks/results/*.json
+    python benchmarks/result_tables.py        # prints every table from benchmarks/results/*.json
 
 Each function takes the JSON a benchmark script wrote with ``--out`` and returns one table;
 ``tests/test_docs.py`` checks that benchmarks/RESULTS.md contains exactly these tables, so a
