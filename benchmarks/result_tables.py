@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -58,16 +59,15 @@ def compile_probe_table(doc: dict) -> str:
     """benchmarks/compile_probe.py: compile seconds per resolution, run time, HLO converts."""
     resolutions = doc["resolutions"]
     header = ["variant", *(f"compile s at {r} px" for r in resolutions), "compile wall s",
-              "run ms at "
-              f"{resolutions[0]} px", "converts in HLO", "fusions in HLO"]
+              f"run ms at {resolutions[0]} px", "converts in HLO", "fusions in HLO"]
     rows = []
     for name, r in doc["variants"].items():
         if r["status"] != "ok":
             rows.append([name, r["status"], *[""] * (len(header) - 2)])
             continue
         rows.append([name, *(f"{r['compile_s'][str(res)]:.1f}" for res in resolutions),
-                     f"{r['compile_wall_s']:.1f}", f"{r['run_ms']:.0f}", str(r["hlo_ops"]["convert"]),
-                     str(r["hlo_ops"]["fusion"])])
+                     f"{r['compile_wall_s']:.1f}", f"{r['run_ms']:.0f}",
+                     str(r["hlo_ops"]["convert"]), str(r["hlo_ops"]["fusion"])])
     return _rows(header, rows)
 
 
@@ -137,12 +137,6 @@ def depthwise_table(shifts: dict, conv: dict) -> str:
                   "grouped / shifted"], rows)
 
 
-def _correlation(xs: list[float], ys: list[float]) -> float:
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    return cov / (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
-
-
 def latency_predictor_table(docs: list[dict]) -> str:
     """benchmarks/latency_predictor.py outputs (one per batch size): predicted vs measured."""
     rows = []
@@ -152,7 +146,7 @@ def latency_predictor_table(docs: list[dict]) -> str:
         rows.append([str(d["batch_size"]), f"{d['units']} units, {d['build_s']:.0f} s",
                      f"{min(measured):.2f} - {max(measured):.2f} ms",
                      f"{100 * d['median_abs_error']:.1f}%", f"{100 * d['worst_abs_error']:.1f}%",
-                     f"{_correlation(measured, predicted):.2f}",
+                     f"{statistics.correlation(measured, predicted):.2f}",
                      f"{100 * d['raw_median_abs_error']:.0f}% / "
                      f"{100 * d['raw_worst_abs_error']:.0f}%"])
     return _rows(["batch", "table build", "measured latency range", "median error",
