@@ -22,6 +22,7 @@ from pssnet_jax.space import Subnet
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import result_tables  # noqa: E402
 import torch_reference  # noqa: E402
 
 
@@ -147,6 +148,12 @@ def test_throughput_quick_runs_and_writes_the_table(tmp_path):
     assert rows["pss_embedded_f32"]["resolutions"] == 4  # 16, 20, 24, 28 px all compiled
     assert 0 < rows["pss_embedded_f32"]["torch_ratio"] and rows["torch_dcff_resnet56"]
     assert result.stdout.strip().splitlines()[-1].startswith("torch_dcff_resnet56")
+    # benchmarks/RESULTS.md's tables render from a fresh output (the schema they read holds)
+    assert "| `pss_embedded_f32` float32, batch 128 |" in result_tables.throughput_steps_table(
+        report)
+    assert "`fusion_resnet50`: all 49 fusion matrices" in result_tables.throughput_other_table(
+        report)
+    assert result_tables.machine_line(report).startswith("cpu, ")
 
 
 def _probe(*args, timeout=600):
@@ -166,7 +173,13 @@ def test_compile_probe_compares_dtypes_forms_and_reports_timeouts(tmp_path):
     out = tmp_path / "probe.json"
     result = _probe("--variants=f32,bf16,f32_plain", "--resolutions=16", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    variants = json.loads(out.read_text())["variants"]
+    report = json.loads(out.read_text())
+    variants = report["variants"]
+    # the parent records the date and the device its children compiled for
+    assert result_tables.machine_line(report) == (
+        f"{variants['f32']['device']}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"{report['date']}")
+    assert "| bf16 |" in result_tables.compile_probe_table(report)
     for name in ("f32", "bf16", "f32_plain"):
         assert variants[name]["status"] == "ok", variants[name]
         assert variants[name]["compile_s"]["16"] > 0 and variants[name]["run_ms"] > 0
