@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as preservation
 
-from common_jax import paths
+from common_jax import paths, storage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,41 @@ def save(mngr: ocp.CheckpointManager, step: int, state, host: dict,
               metrics=metrics, force=True)
 
 
+def save_checked(mngr: ocp.CheckpointManager, step: int, state, host: dict,
+                 metrics: dict | None = None) -> None:
+    """``save`` with transient storage errors retried (``storage.retry``); a save that keeps
+    failing, or fails for any other reason, raises StorageError naming the checkpoint. The
+    checkpoints already written stay as they are (orbax commits each one only when it is
+    complete). An earlier asynchronous save that failed is reported here too."""
+    path = paths.join(mngr.directory, str(step))
+    try:
+        storage.retry(lambda: save(mngr, step, state, host, metrics), f"write {path}")
+    except storage.StorageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported in one line, nothing is removed
+        raise storage.StorageError(f"cannot write {path}: {storage.reason(error)}; the "
+                                   f"checkpoints written before it are kept") from error
+
+
+def wait_checked(mngr: ocp.CheckpointManager) -> None:
+    """Waits for pending asynchronous saves; StorageError when one of them failed."""
+    try:
+        mngr.wait_until_finished()
+    except Exception as error:  # noqa: BLE001 - reported in one line, nothing is removed
+        raise storage.StorageError(f"cannot write a checkpoint in {mngr.directory}: "
+                                   f"{storage.reason(error)}; the checkpoints written before "
+                                   f"it are kept") from error
+
+
+def close(mngr: ocp.CheckpointManager) -> None:
+    """Closes the manager; a failed pending save (already reported by ``wait_checked``)
+    does not raise again."""
+    try:
+        mngr.close()
+    except Exception as error:  # noqa: BLE001 - reported once, by wait_checked
+        log.debug("closing the checkpoint manager: %s", storage.reason(error))
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
     """(state, host) of checkpoint ``step``; ``abstract_state`` gives structure and shardings."""
     restored = mngr.restore(step, args=ocp.args.Composite(
@@ -69,30 +107,146 @@ def _best_step(mngr: ocp.CheckpointManager) -> int | None:
     item is read, not the train state)."""
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            host = mngr.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore()))
-        except Exception:  # noqa: BLE001 - a damaged checkpoint: try the previous one
+            host = storage.retry(lambda: mngr.restore(step, args=ocp.args.Composite(
+                host=ocp.args.JsonRestore())), f"read {paths.join(mngr.directory, str(step))}")
+        except Exception as error:  # noqa: BLE001 - a damaged checkpoint: try the previous one
+            if storage.classify(error) != "corrupt":
+                raise
             continue
         return dict(host["host"]).get("best", {}).get("step")
     return None
 
 
+class StateMismatch(ValueError):
+    """The checkpoint holds another train-state structure than the current config builds;
+    ``detail`` names the first differing array (``params/a/kernel (3, 3, 8, 8) on disk,
+    (3, 3, 16, 16) now``). A config change, never damage: nothing is moved."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"the checkpoint {path} holds another train state than this config "
+                         f"builds ({detail}); use a new --workdir or the original config")
+        self.path, self.detail = path, detail
+
+
+def _key_name(entry) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(entry, attribute):
+            return str(getattr(entry, attribute))
+    return str(entry)
+
+
+def _leaves(tree) -> dict:
+    """{"params/a/kernel": (shape, dtype name)} of a tree of arrays, abstract arrays or
+    orbax array metadata."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        shape = tuple(getattr(leaf, "shape", None) or ())
+        dtype = getattr(leaf, "dtype", None)
+        out["/".join(_key_name(k) for k in path)] = (shape, np.dtype(dtype).name
+                                                     if dtype is not None else "?")
+    return out
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + ",".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def state_difference(stored, abstract_state) -> str | None:
+    """The first array whose presence, shape or dtype differs between the checkpoint's
+    metadata ``stored`` and ``abstract_state``; None when they agree."""
+    on_disk, now = _leaves(stored), _leaves(abstract_state)
+    for name in sorted(set(on_disk) | set(now), key=lambda n: (not n.startswith("params"), n)):
+        if name not in on_disk:
+            return f"{name} {_shape_text(now[name][0])} not on disk"
+        if name not in now:
+            return f"{name} {_shape_text(on_disk[name][0])} on disk, not in this config"
+        (disk_shape, disk_dtype), (shape, dtype) = on_disk[name], now[name]
+        if disk_shape != shape:
+            return f"{name} {_shape_text(disk_shape)} on disk, {_shape_text(shape)} now"
+        if "?" not in (disk_dtype, dtype) and disk_dtype != dtype:
+            return f"{name} {disk_dtype} on disk, {dtype} now"
+    return None
+
+
+def stored_state_metadata(mngr: ocp.CheckpointManager, step: int):
+    """The array metadata (shapes, dtypes) of checkpoint ``step``'s train state, read from
+    its ``_METADATA`` file alone (FileNotFoundError / JSONDecodeError when damaged)."""
+    directory = epath.Path(paths.join(mngr.directory, str(step), "state"))
+    return ocp.StandardCheckpointHandler().metadata(directory)
+
+
+def check_structure(mngr: ocp.CheckpointManager, step: int, abstract_state) -> None:
+    """StateMismatch if checkpoint ``step`` holds another structure than ``abstract_state``
+    (None: restore whatever is stored, nothing to compare)."""
+    if abstract_state is None:
+        return
+    stored = storage.retry(lambda: stored_state_metadata(mngr, step),
+                           f"read {paths.join(mngr.directory, str(step))}")
+    detail = state_difference(stored, abstract_state)
+    if detail:
+        raise StateMismatch(paths.join(mngr.directory, str(step)), detail)
+
+
+def restore_checked(mngr: ocp.CheckpointManager, step: int, abstract_state):
+    """(state, host) of checkpoint ``step`` after its structure is checked; transient errors
+    retried. Raises StateMismatch, StorageError, or the original error when it proves the
+    checkpoint damaged (``storage.classify(error) == 'corrupt'``)."""
+    path = paths.join(mngr.directory, str(step))
+    try:
+        check_structure(mngr, step, abstract_state)
+        return storage.retry(lambda: restore(mngr, step, abstract_state), f"read {path}")
+    except (StateMismatch, storage.StorageError):
+        raise
+    except Exception as error:  # noqa: BLE001 - classified: only damage passes through
+        kind = storage.classify(error)
+        if kind == "corrupt":
+            raise
+        if kind == "mismatch":
+            raise StateMismatch(path, storage.reason(error)) from error
+        raise storage.StorageError(f"cannot restore {path}: {storage.reason(error)}") from error
+
+
 def restore_newest_good(mngr: ocp.CheckpointManager, abstract_state, quarantine: bool = True):
     """(state, host) of the newest checkpoint that restores, or None if there is none.
 
-    A checkpoint that fails to restore (truncated or corrupted files) is reported with a
-    warning naming it and, with ``quarantine``, renamed to ``damaged-<step>-<time>`` (kept for
-    inspection, out of the way of the step numbers the resumed run will write again); the
-    previous one is tried next."""
+    Only proven damage (unreadable metadata, a chunk that fails to decode, a missing file;
+    ``storage.classify``) lets the next older checkpoint be tried: the damaged one is
+    reported with a warning naming the file and, with ``quarantine``, renamed to
+    ``damaged-<step>-<time>`` (kept for inspection). A structure mismatch raises
+    StateMismatch, a storage error that persists (transient ones are retried first) or
+    anything else StorageError: nothing is moved for those."""
     for step in sorted(mngr.all_steps(), reverse=True):
+        path = paths.join(mngr.directory, str(step))
         try:
-            return restore(mngr, step, abstract_state)
-        except Exception as error:  # noqa: BLE001 - any failure means "unusable"
-            path = paths.join(mngr.directory, str(step))
-            log.warning("checkpoint %s is damaged and is skipped (%s: %s)", path,
-                        type(error).__name__, " ".join(str(error).split())[:300])
+            return restore_checked(mngr, step, abstract_state)
+        except (StateMismatch, storage.StorageError):
+            raise
+        except Exception as error:  # noqa: BLE001 - restore_checked lets only damage through
+            log.warning("checkpoint %s is damaged and is skipped: %s (%s)", path,
+                        damaged_file(path, error), storage.reason(error))
             if quarantine:
                 _quarantine(mngr, path, step)
     return None
+
+
+def damaged_file(directory: str, error: BaseException) -> str:
+    """The file of checkpoint ``directory`` that ``error`` shows to be damaged, as far as
+    it can be told: the array TensorStore failed to read, the file orbax missed, or the
+    first of the checkpoint's JSON files that does not parse."""
+    text = " ".join(str(e) for e in storage.chain(error))
+    array = re.search(r'Error reading "([^"]+)"', text)
+    if array:
+        return f"{paths.join(directory, 'state')} (array chunk {array.group(1)})"
+    missing = re.search(r"(?:File|Metadata file \(named \S+\) does not exist at) (\S+?)\.? "
+                        r"(?:not found|$)", text)
+    if missing:
+        return missing.group(1)
+    for name in ("host/metadata", "state/_METADATA", "_CHECKPOINT_METADATA"):
+        try:
+            json.loads(paths.read_text(paths.join(directory, name)))
+        except (OSError, ValueError):
+            return paths.join(directory, name)
+    return directory
 
 
 def _quarantine(mngr: ocp.CheckpointManager, path: str, step: int) -> None:
@@ -120,7 +274,7 @@ def read_checkpoint(workdir: str, abstract_state, which: str = "latest"):
             if best is None or best not in mngr.all_steps():
                 raise ValueError(f"--workdir={workdir!r} holds no best-eval checkpoint; "
                                  f"train with --config.keep_best_checkpoint=True first")
-            restored = restore(mngr, best, abstract_state)
+            restored = restore_checked(mngr, best, abstract_state)
         else:
             restored = restore_newest_good(mngr, abstract_state, quarantine=False)
         if restored is None:

@@ -28,11 +28,19 @@ def default_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "pssnet-dcff-jax", "xla")
 
 
-def enable(setting: str) -> str | None:
-    """Points JAX at the cache directory of ``setting`` (once per process); returns it."""
+def directory(setting: str) -> str | None:
+    """The cache directory that ``setting`` (``config.compilation_cache_dir``) resolves to;
+    None for 'off'."""
     if setting == "off":
         return None
-    path = setting or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
+    return setting or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
+
+
+def enable(setting: str) -> str | None:
+    """Points JAX at the cache directory of ``setting`` (once per process); returns it."""
+    path = directory(setting)
+    if path is None:
+        return None
     if _enabled != [path]:
         paths.makedirs(path)
         jax.config.update("jax_compilation_cache_dir", path)

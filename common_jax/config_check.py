@@ -7,7 +7,7 @@ checks that need the dataset size or the device count run in ``common_jax.run.se
 
 from __future__ import annotations
 
-from common_jax import artifacts, data, models, optim, paths
+from common_jax import artifacts, data, models, optim, paths, storage
 from common_jax.data.memory import AUGMENTATIONS
 
 
@@ -48,7 +48,7 @@ def validate(config) -> None:
     _require(isinstance(config.export.all, bool),
              f"config.export.all={config.export.all!r}: expected True or False")
     if config.init_from:
-        _require(paths.exists(paths.join(config.init_from, "model.json")),
+        _require(storage.exists(paths.join(config.init_from, "model.json")),
                  f"config.init_from={config.init_from!r} is not an exported model (no "
                  f"model.json)")
     _require(config.export_from == "final" or config.keep_best_checkpoint,

@@ -31,7 +31,7 @@ from typing import Callable
 
 import jax
 
-from common_jax import checkpoint, files, mesh as mesh_lib, paths
+from common_jax import checkpoint, files, mesh as mesh_lib, paths, storage
 from common_jax.metrics import MetricWriter
 from common_jax.preemption import Preemption
 from common_jax.run import Run
@@ -86,12 +86,13 @@ class Loop:
     far (one manager, ``checkpoint.manager``), which is how the official DCFF code selects
     models (on the test set); the summary then reports ``best_eval_accuracy`` too."""
 
-    def __init__(self, run: Run, workdir: str, compiles, stop_after: int | None = None):
+    def __init__(self, run: Run, workdir: str, compiles, stop_after: int | None = None,
+                 state_keys: tuple = files.STATE_KEYS):
         config = self.config = run.config
         self.run, self.workdir, self.compiles = run, workdir, compiles
+        self.state_keys = state_keys
         paths.makedirs(workdir)
-        files.record_config(workdir, config)
-        self.writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+        self.config_changes = files.config_changes(workdir, config)
         self.mngr = checkpoint.manager(workdir, config.keep_checkpoints,
                                        config.async_checkpoints,
                                        keep_best=config.keep_best_checkpoint)
@@ -103,11 +104,25 @@ class Loop:
         self.preemption, self.preempted = Preemption(), False
         self._batches, self.tracing = None, False
         self.steady_start, self.steady_step = self.start, 0
-        self.writer.text("config", "```\n" + config.to_json(indent=2) + "\n```")
 
     def restore(self, abstract) -> tuple | None:
-        """(state, method host state) of the newest good checkpoint, or None."""
-        restored = checkpoint.restore_newest_good(self.mngr, abstract)
+        """(state, method host state) of the newest good checkpoint, or None. A workdir
+        trained with another config (a ``state_keys`` change, or arrays of other shapes on
+        disk) is refused with a one-line ValueError before anything is restored or written;
+        only then are config.json and the metric writer set up."""
+        try:
+            self._check_resume_config(abstract)
+            restored = checkpoint.restore_newest_good(self.mngr, abstract)
+        except checkpoint.StateMismatch as mismatch:
+            checkpoint.close(self.mngr)
+            raise ValueError(files.mismatch_line(self.workdir, self.config_changes,
+                                                 mismatch.detail)) from None
+        except BaseException:
+            checkpoint.close(self.mngr)
+            raise
+        files.record_config(self.workdir, self.config, self.config_changes)
+        self.writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
+        self.writer.text("config", "```\n" + self.config.to_json(indent=2) + "\n```")
         if restored is not None:
             state, host = restored
             self.step, self.best = int(host["step"]), host.get("best", {})
@@ -118,6 +133,21 @@ class Loop:
         self.resumed_at = self.window_start = self.step
         self.tic = time.perf_counter()
         return restored
+
+    def _check_resume_config(self, abstract) -> None:
+        """ValueError (``files.mismatch_line``) if a key of ``state_keys`` changed since the
+        workdir's checkpoints were written; names the first differing array when the
+        newest checkpoint's metadata can be read."""
+        changed = files.state_changes(self.config_changes, self.state_keys)
+        steps = storage.retry(self.mngr.all_steps, f"list {self.mngr.directory}")
+        if not (changed and steps):
+            return
+        try:
+            detail = checkpoint.state_difference(
+                checkpoint.stored_state_metadata(self.mngr, max(steps)), abstract)
+        except Exception:  # noqa: BLE001 - the array detail is optional in this message
+            detail = None
+        raise ValueError(files.mismatch_line(self.workdir, changed, detail))
 
     def log_plan(self, costs: dict) -> None:
         run, config = self.run, self.config
@@ -211,8 +241,8 @@ class Loop:
                 and metrics["eval_accuracy"] > self.best.get("eval_accuracy", -1.0)):
             self.best = {"eval_accuracy": metrics["eval_accuracy"], "step": step}
             if step not in self.mngr.all_steps():  # else saved before a crash: identical
-                checkpoint.save(self.mngr, step, state, self._host(host_json()),
-                                metrics={"eval_accuracy": metrics["eval_accuracy"]})
+                checkpoint.save_checked(self.mngr, step, state, self._host(host_json()),
+                                        metrics={"eval_accuracy": metrics["eval_accuracy"]})
         self._restart_clock()
 
     def checkpoint_due(self) -> bool:
@@ -224,7 +254,7 @@ class Loop:
         if self.step in self.mngr.all_steps():  # saved as a new best eval at this step
             return
         host = self._host(method_host)
-        checkpoint.save(self.mngr, self.step, state, host)
+        checkpoint.save_checked(self.mngr, self.step, state, host)
         log.info("checkpoint at step %d (method host state %s)", self.step,
                  digest(host["method"]))
 
@@ -240,8 +270,10 @@ class Loop:
         if self.tracing:
             self._stop_trace()
         self.preemption.close()
-        self.mngr.wait_until_finished()
-        self.mngr.close()
+        try:
+            checkpoint.wait_checked(self.mngr)
+        finally:
+            checkpoint.close(self.mngr)
         self.writer.close()
         log.info("compilation: %s", self.compiles.line())
         if self.step >= self.run.total_steps:

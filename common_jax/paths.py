@@ -71,6 +71,11 @@ def append_text(path, text: str) -> None:
         f.write(text)
 
 
+def remove(path) -> None:
+    """Deletes one file (the write check's marker; nothing a user made)."""
+    epath.Path(path).unlink()
+
+
 def rename(source, target) -> None:
     epath.Path(source).rename(target)
 

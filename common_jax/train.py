@@ -13,7 +13,7 @@ import logging
 
 import ml_collections
 
-from common_jax import (checkpoint, compilation_cache, data, export, models, paths,
+from common_jax import (checkpoint, compilation_cache, data, export, files, models, paths,
                         train_state)
 from common_jax import run as run_lib
 from common_jax.loop import Loop, write_eval_summary
@@ -50,12 +50,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         return train_network(config, arch_of(config), workdir, stop_after, compiles)
 
 
-def train_network(config, arch: dict, workdir: str, stop_after, compiles):
-    """Trains the network of ``arch`` (baseline widths or DCFF's compact ones)."""
+def train_network(config, arch: dict, workdir: str, stop_after, compiles,
+                  state_keys: tuple = files.STATE_KEYS):
+    """Trains the network of ``arch`` (baseline widths or DCFF's compact ones); a resume
+    into a config that changed one of ``state_keys`` is refused."""
     run = run_lib.setup(config, arch)
     model = build(config, arch)
     init = train_state.make_init(run, model)
-    loop = Loop(run, workdir, compiles, stop_after)
+    loop = Loop(run, workdir, compiles, stop_after, state_keys)
     restored = loop.restore(train_state.abstract_state(run, init))
     if restored:
         state = restored[0]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from common_jax import (checkpoint, compilation_cache, data, export, models, paths,
+from common_jax import (checkpoint, compilation_cache, data, export, files, models, paths,
                         train_state)
 from common_jax import run as run_lib, train as plain_train
 from common_jax.loop import Loop, write_eval_summary
@@ -24,6 +24,11 @@ from common_jax.plain_step import (compile_logged, evaluate_split, make_eval_ste
 from dcff_jax import architectures, fusion_state
 from dcff_jax.model import build_fused_model
 from dcff_jax.validation import validate  # noqa: F401  (the registry's entry point)
+
+
+# Keys whose change changes the compact widths or the fusion state: a resume with another
+# value is refused (common_jax.loop.Loop.restore).
+STATE_KEYS = files.STATE_KEYS + ("dcff.rates", "dcff.mode")
 
 
 def compact(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -51,9 +56,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     with compilation_cache.CompileStats() as compiles:
         if config.dcff.mode == "scratch":
             return plain_train.train_network(config, compact(config)[0], workdir, stop_after,
-                                             compiles)
+                                             compiles, STATE_KEYS)
         arch, run, model, init = fused_setup(config)
-        loop = Loop(run, workdir, compiles, stop_after)
+        loop = Loop(run, workdir, compiles, stop_after, STATE_KEYS)
         restored = loop.restore(train_state.abstract_state(run, init))
         state = restored[0] if restored else train_state.init_state(run, init)
         costs = models.model_costs(arch, run.input.image_size)

@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 
 from common_jax import artifacts, config_check, data, export as export_lib, models, profile
-from pssnet_dcff import config_files, registry
+from pssnet_dcff import config_files, locations, registry
 from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
 
 def load_config(path: str, arg: str | None = None, *, need_latency_table: bool = True,
@@ -73,6 +73,7 @@ def train(config, workdir: str, stop_after: int | None = None,
     ``verbose``: the log lines (step/total, loss, images/s, ETA, evaluations) go to stdout
     while it runs, e.g. in a notebook, unless the caller configured logging itself."""
     config_check.validate_workdir(workdir)
+    locations.check(config, workdir, "train")
     with progress_lines(verbose):
         summary, state = registry.method(config.method).train(config, workdir, stop_after)
     return TrainResult(summary, state)
@@ -109,6 +110,7 @@ def progress_lines(verbose: bool = True):
 
 def evaluate(config, workdir: str) -> dict:
     """Evaluates the newest checkpoint (PSS-Net: also re-runs the selection)."""
+    locations.check(config, workdir, "eval")
     return registry.method(config.method).evaluate_checkpoint(config, workdir)
 
 
@@ -145,6 +147,7 @@ def export(config, workdir: str, directory: str | None = None, flops: float | No
         config.export.update(changes)
         registry.validate(config)
     artifacts.check_format(config.export.format)  # before restoring anything
+    locations.check(config, workdir, "export", directory)
     return registry.method(config.method).export_checkpoint(config, workdir, directory)
 
 

@@ -91,8 +91,13 @@ def resolve_config_flag(argv) -> list:
 
 
 def fail(message: str) -> None:
+    """Prints the one error line and exits with code 2. The exit skips interpreter clean-up:
+    after a failed checkpoint read or write, orbax's and gcsfs's event-loop threads would
+    otherwise print tracebacks of their own shutdown under the line."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def default_workdir() -> str:
@@ -143,8 +148,11 @@ def main(argv) -> None:
                         stream=sys.stdout, force=True)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
-    for name in ("jax", "gcsfs", "fsspec"):  # backend probing, read-ahead cache notes
+    for name in ("jax", "fsspec"):  # backend probing, read-ahead cache notes
         logging.getLogger(name).setLevel(logging.WARNING)
+    # gcsfs logs a traceback for every request it gives up on; common_jax.storage retries
+    # and reports those failures in one line of its own.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     for handler in logging.getLogger().handlers:  # orbax notes every read-only (eval) restore
         handler.addFilter(lambda record: "directory is read only" not in record.getMessage())
 
@@ -186,7 +194,7 @@ def initialize_distributed() -> None:
 
 def run_mode(config, workdir: str) -> None:
     """The mode, through the same functions as the Python API (pssnet_dcff/api.py)."""
-    from pssnet_dcff import api
+    from pssnet_dcff import api, locations
     if FLAGS.mode == "profile":
         print(api.profile_report(config))
     elif FLAGS.mode == "train":
@@ -203,6 +211,7 @@ def run_mode(config, workdir: str) -> None:
             raise ValueError(f"--mode=latency_table needs a PSS-Net config with a latency "
                              f"section; config.method={config.method!r}")
         path = config.latency.table or os.path.join(workdir, "latency_table.json")
+        locations.check(config, workdir, "latency_table")
         table = api.latency_table(config, path, stop_after=FLAGS.stop_after or None)
         print(json.dumps({"latency_table": path, "units": len(table["units"]),
                           "complete": table["complete"], "device": table["device"]}))

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common_jax import models, paths
+from common_jax import models, paths, storage
 from common_jax.models import mobilenet, ops
 from pssnet_jax.space import Space, Subnet, stage_choices
 
@@ -200,7 +200,7 @@ def new_table(space: Space, batch: int, repeats: int) -> dict:
 
 def load_table(path: str) -> dict:
     """A table file, checked for its format and version."""
-    if not paths.exists(path):
+    if not storage.exists(path):
         raise ValueError(f"latency table {path!r} does not exist; build it with "
                          f"--mode=latency_table")
     table = json.loads(paths.read_text(path))

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import ml_collections
 
-from common_jax import checkpoint, compilation_cache, data, paths, train_state
+from common_jax import checkpoint, compilation_cache, data, files, paths, train_state
 from common_jax.loop import Loop, write_eval_summary
 from pssnet_jax import ladder, report, selection, subnet_export, supernet_run
 from pssnet_jax.draw import diagnostics, sampled_step
 from pssnet_jax.host_state import HostState
 from pssnet_jax.space import space_from_config
 from pssnet_jax.validation import validate  # noqa: F401  (the registry's entry point)
+
+
+# Keys whose change changes the supernet's parameters or the pools' keys: a resume with
+# another value is refused (common_jax.loop.Loop.restore).
+STATE_KEYS = files.STATE_KEYS + ("pssnet.resolutions", "pssnet.mult_range", "pssnet.targets",
+                                 "pssnet.pool_size", "pssnet.constraints", "pssnet.sampling",
+                                 "latency.table", "latency.targets", "latency.num_pools")
 
 
 def profiled_arch(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -38,7 +45,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     with compilation_cache.CompileStats() as compiles:
         pss = supernet_run.setup(config)
         run, cfg, init = pss.run, config.pssnet, pss.init()
-        loop = Loop(run, workdir, compiles, stop_after)
+        loop = Loop(run, workdir, compiles, stop_after, STATE_KEYS)
         restored = loop.restore(train_state.abstract_state(run, init))
         state = restored[0] if restored else train_state.init_state(run, init)
         host = fresh_host_state(pss)

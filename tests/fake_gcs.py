@@ -5,6 +5,12 @@ downloads, resumable uploads, copies, batch deletes) and TensorStore's GCS drive
 array writes and reads, with generation preconditions) use, from objects kept in memory.
 ``environment(url)`` gives the variables that point both clients at it without
 credentials; nothing reaches the network.
+
+Faults: ``gcs.inject(pattern, status, kind, times)`` answers the next ``times`` requests
+(None: every one) of ``kind`` ('read': object downloads, 'stat': object metadata, 'write':
+uploads, copies and composes, 'delete', 'list', or 'any') whose ``bucket/name`` matches the
+regular expression ``pattern`` with HTTP ``status`` instead of serving them; ``gcs.hits``
+counts the injected answers per pattern.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class FakeGCS:
         self.uploads: dict = {}
         self.requests: list = []  # (method, path) of every request, for debugging
         self.lock = threading.Lock()
+        self.faults: list = []  # [pattern, status, kind, remaining or None]
+        self.hits: dict = {}
         self._counter = itertools.count(1)
         handler = type("Handler", (_Handler,), {"gcs": self})
         self.server = _Server(("127.0.0.1", 0), handler)
@@ -49,6 +57,28 @@ class FakeGCS:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+    def inject(self, pattern: str, status: int, kind: str = "any", times: int | None = None):
+        """Answers matching requests with ``status`` (see the module docstring)."""
+        assert kind in ("read", "stat", "write", "delete", "list", "any"), kind
+        with self.lock:
+            self.faults.append([re.compile(pattern), status, kind, times])
+            self.hits.setdefault(pattern, 0)
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults.clear()
+
+    def fault(self, kind: str, target: str) -> int | None:
+        """The status to answer a ``kind`` request for ``bucket/name`` with, if injected."""
+        for fault in self.faults:
+            pattern, status, wanted, remaining = fault
+            if wanted in (kind, "any") and remaining != 0 and pattern.search(target):
+                if remaining is not None:
+                    fault[3] -= 1
+                self.hits[pattern.pattern] += 1
+                return status
+        return None
 
     def names(self, bucket: str) -> list:
         return sorted(name for b, name in self.objects if b == bucket)
@@ -120,7 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path, query = self.parsed()
         with self.gcs.lock:
-            self.get(path, query)
+            if not self.injected(path, query):
+                self.get(path, query)
 
     do_HEAD = do_GET
 
@@ -128,19 +159,54 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = self.parsed()
         data = self.body()
         with self.gcs.lock:
-            self.post(path, query, data)
+            if not self.injected(path, query):
+                self.post(path, query, data)
 
     def do_PUT(self):
         path, query = self.parsed()
         data = self.body()
         with self.gcs.lock:
-            self.put_upload(query, data)
+            if not self.injected(path, query):
+                self.put_upload(query, data)
 
     def do_DELETE(self):
         path, query = self.parsed()
         with self.gcs.lock:
+            if self.injected(path, query):
+                return
             status = self.delete(path, query)
             self.reply(status) if status == 204 else self.not_found()
+
+    # -- faults -------------------------------------------------------------------------------
+    def request_target(self, path, query) -> tuple:
+        """(kind, 'bucket/name') of a request, for fault matching."""
+        obj = re.fullmatch(r"(?:/download)?/storage/v1/b/([^/]+)/o/([^/]+)(/.*)?", path)
+        upload = re.fullmatch(r"/upload/storage/v1/b/([^/]+)/o/?", path)
+        listing = re.fullmatch(r"/storage/v1/b/([^/]+)/o/?", path)
+        if self.command == "DELETE" and obj:
+            return "delete", f"{obj.group(1)}/{urllib.parse.unquote(obj.group(2))}"
+        if upload or self.command == "PUT" or (obj and obj.group(3)):
+            if "upload_id" in query and query["upload_id"] in self.gcs.uploads:
+                bucket, name = self.gcs.uploads[query["upload_id"]][:2]
+            elif obj:
+                bucket, name = obj.group(1), urllib.parse.unquote(obj.group(2))
+            else:
+                bucket, name = (upload.group(1) if upload else ""), query.get("name", "")
+            return "write", f"{bucket}/{name}"
+        if obj:
+            kind = "read" if query.get("alt") == "media" else "stat"
+            return kind, f"{obj.group(1)}/{urllib.parse.unquote(obj.group(2))}"
+        if listing:
+            return "list", f"{listing.group(1)}/{query.get('prefix', '')}"
+        return "any", path
+
+    def injected(self, path, query) -> bool:
+        """Answers with an injected fault's status when one matches; True if it did."""
+        status = self.gcs.fault(*self.request_target(path, query))
+        if status is None:
+            return False
+        self.reply_json(status, {"error": {"code": status, "message": f"injected {status}"}})
+        return True
 
     # -- GET ----------------------------------------------------------------------------------
     def get(self, path, query):
