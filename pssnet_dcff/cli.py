@@ -148,11 +148,11 @@ def main(argv) -> None:
                         stream=sys.stdout, force=True)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
-    for name in ("jax", "fsspec"):  # backend probing, read-ahead cache notes
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # gcsfs logs a traceback for every request it gives up on; common_jax.storage retries
-    # and reports those failures in one line of its own.
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing
+    # gcsfs and fsspec's read-ahead log a traceback for every request they give up on; the
+    # error reaches common_jax.storage, which retries and reports it in one line of its own.
+    for name in ("gcsfs", "fsspec"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for handler in logging.getLogger().handlers:  # orbax notes every read-only (eval) restore
         handler.addFilter(lambda record: "directory is read only" not in record.getMessage())
 

@@ -68,6 +68,7 @@ class FakeGCS:
     def clear_faults(self):
         with self.lock:
             self.faults.clear()
+            self.hits.clear()
 
     def fault(self, kind: str, target: str) -> int | None:
         """The status to answer a ``kind`` request for ``bucket/name`` with, if injected."""
@@ -277,6 +278,16 @@ class _Handler(BaseHTTPRequestHandler):
                              path)
         if match:
             return self.copy(match, query)
+        match = re.fullmatch(r"/storage/v1/b/([^/]+)/o/(.+)/moveTo/o/(.+)", path)
+        if match:  # objects.move (gcsfs's mv): within one bucket
+            bucket = match.group(1)
+            source = (bucket, urllib.parse.unquote(match.group(2)))
+            if source not in self.gcs.objects:
+                return self.not_found()
+            meta = self.gcs.put(bucket, urllib.parse.unquote(match.group(3)),
+                                self.gcs.objects.pop(source))
+            del self.gcs.generations[source]
+            return self.reply_json(200, meta)
         match = re.fullmatch(r"/storage/v1/b/([^/]+)/o/(.+)/compose", path)
         if match:
             request = json.loads(data)
