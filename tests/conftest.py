@@ -15,6 +15,16 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"pssnet-dcff-tests-{os.getuid()}"))
 
 
+def require(module: str):
+    """``pytest.importorskip(module)``, except under CI (``CI=true``), where a missing
+    dependency fails the test instead of skipping it silently."""
+    import importlib
+    import pytest
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 def flat_leaves(tree) -> dict:
     """{"a/b/c": numpy array} of a nested dict of arrays (params, exported variables)."""
     from flax import traverse_util

@@ -12,7 +12,7 @@ import pytest
 
 from common_jax import data, models
 from pssnet_dcff import api
-from conftest import ROOT
+from conftest import ROOT, require
 from dcff_jax.model import FUSION
 from dcff_jax.model import build_fused_model
 from dcff_jax.train import compact
@@ -20,7 +20,7 @@ from pssnet_jax import supernet
 from pssnet_jax.space import space_from_config
 from pssnet_jax.space import Subnet
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import result_tables  # noqa: E402
 import torch_reference  # noqa: E402

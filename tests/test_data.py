@@ -10,7 +10,7 @@ import pytest
 
 from common_jax import data
 from common_jax.data import idx, memory
-from conftest import tiny_config
+from conftest import require, tiny_config
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -125,7 +125,7 @@ def test_synthetic_input_has_the_dataset_shape_without_tensorflow():
     assert " ".join(out) == "(8, 48, 48, 3) uint8 True 32 1 (6, 48, 48, 3) 4 False"
 
 
-tfds = pytest.importorskip("tensorflow_datasets")
+tfds = require("tensorflow_datasets")
 
 
 @pytest.mark.parametrize("name,size,channels", [("cifar10", 32, 3), ("fashion_mnist", 28, 1),

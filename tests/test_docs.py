@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, launch
+from conftest import ROOT, launch, require
 
 GUIDES = ["docs/tpu_pod.md", "docs/multi_gpu.md"]
 
@@ -152,8 +152,8 @@ def test_readme_links_the_notebook_and_guides():
 
 @pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    nbformat = require("nbformat")
+    nbclient = require("nbclient")
     notebook = nbformat.read(os.path.join(ROOT, "examples", "quickstart.ipynb"), as_version=4)
     notebook.cells = [c for c in notebook.cells if "install" not in c.metadata.get("tags", [])]
     monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -34,9 +34,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import torch_reference  # noqa: E402
 from test_benchmarks import _load, sliced_mobilenet_tensors  # noqa: E402
