@@ -26,8 +26,9 @@ soft phase (T < 4,600) is the paper's share of training (0.3%) instead of a whol
 paired comparison over seeds (t-test and Wilcoxon signed-rank) of each DCFF mode against
 scratch and L1 at equal FLOPs.
 
-Every run has its own workdir under ``--workdir`` and is skipped when its summary exists, so
-an interrupted study continues. Writes ``results.json``, ``tables.md``, ``dcff.png`` and
+Every run has its own workdir under ``--workdir`` and is skipped when its summary exists and
+its config.json equals the run's config, so an interrupted study continues; a workdir of
+another config stops the study with the differing keys. Writes ``results.json``, ``tables.md``, ``dcff.png`` and
 ``pssnet.png`` to ``--out``.
 """
 
@@ -41,7 +42,7 @@ import statistics
 import sys
 import time
 
-from common_jax import data, export as export_lib, paths
+from common_jax import data, export as export_lib, files, paths
 from common_jax.data import idx
 from dcff_jax import architectures
 from evidence.l1_pruning import prune_first_convs
@@ -75,7 +76,15 @@ TINY = {
 
 
 def train_or_reuse(config, workdir: str) -> dict:
-    """The run's summary: trained now, or read from a finished earlier run."""
+    """The run's summary: trained now, or read from a finished earlier run. A workdir
+    whose config.json differs from ``config`` in any key is neither reused nor resumed: the
+    study stops naming the differing keys (use another ``--workdir``), so runs of an older
+    recipe never mix into new tables."""
+    changes = files.config_changes(workdir, config)
+    if changes:
+        raise SystemExit(f"{workdir}: holds a run of another config ({files.change_text(changes)}"
+                         f"); use another --workdir for this study, or the config it was run "
+                         f"with")
     path = paths.join(workdir, "summary.json")
     if paths.exists(path):
         summary = json.loads(paths.read_text(path))

@@ -175,6 +175,24 @@ def test_a_study_run_stopped_by_sigterm_ends_the_study_with_a_message(tmp_path, 
         study.train_or_reuse(None, str(tmp_path))
 
 
+def test_a_finished_run_of_another_config_is_never_reused(tmp_path, monkeypatch):
+    """A planted finished run trained at another learning rate stops the study naming the
+    key (reusing it failed this test before config.json was compared); the same run with the
+    requested config is reused without training."""
+    from evidence import study
+    from conftest import tiny_config
+    monkeypatch.setattr(study.api, "train", lambda config, workdir: pytest.fail("trained"))
+    planted = {"step": 16, "eval_accuracy": 0.5}
+    (tmp_path / "summary.json").write_text(json.dumps(planted))
+    (tmp_path / "config.json").write_text(
+        tiny_config(**{"optimizer.learning_rate": 0.2}).to_json())
+    with pytest.raises(SystemExit, match=r"holds a run of another config \(optimizer."
+                                         r"learning_rate: 0.2 -> 0.1\); use another"):
+        study.train_or_reuse(tiny_config(), str(tmp_path))
+    (tmp_path / "config.json").write_text(tiny_config().to_json())
+    assert study.train_or_reuse(tiny_config(), str(tmp_path)) == planted
+
+
 def test_recipe_sweep_flags_name_the_unknown_value_and_the_choices():
     from evidence.recipe_sweep import DATA, _choices
     with pytest.raises(SystemExit, match=r"--data: unknown \['mnist'\]; expected some of "
