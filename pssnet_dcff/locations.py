@@ -26,11 +26,14 @@ def check(config, workdir: str, mode: str, export_dir: str | None = None) -> Non
     writes, reads = [], []  # reads: (location, the flag that names it), must exist
     if mode == "train":
         writes += [workdir, compilation_cache.directory(config.compilation_cache_dir)]
-        reads += [(config.init_from, "config.init_from"),
-                  (config.dataset.data_dir, "config.dataset.data_dir")]
+        reads.append((config.init_from, "config.init_from"))
+        if not (config.dataset.synthetic or config.dataset.name == "embedded"):
+            reads.append((config.dataset.data_dir, "config.dataset.data_dir"))
     elif mode in ("eval", "export"):
-        storage.exists(workdir)  # reachable; a workdir without checkpoints is told later
-        writes.append(workdir if mode == "eval" else export_dir or paths.join(workdir, "export"))
+        # reachable; a workdir without checkpoints is told later, and nothing is created
+        if storage.exists(workdir):
+            writes.append(workdir if mode == "eval" else
+                          export_dir or paths.join(workdir, "export"))
     elif mode == "latency_table":
         table = config.latency.table or paths.join(workdir, "latency_table.json")
         writes.append(_parent(table))

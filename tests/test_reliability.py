@@ -248,3 +248,18 @@ def test_each_method_names_the_keys_of_its_state():
     assert files.state_changes(changes, pss_train.STATE_KEYS) == [changes[0], changes[3]]
     assert files.state_changes(changes, dcff_train.STATE_KEYS) == changes[2:]
     assert files.state_changes(changes, files.STATE_KEYS) == [changes[3]]
+
+
+def test_locations_a_mode_reads_must_exist_and_those_it_writes_are_probed(tmp_path):
+    from pssnet_dcff import locations
+    missing = str(tmp_path / "no_such_dir")
+    cifar = tiny_config(**{"dataset.name": "cifar10", "dataset.data_dir": missing})
+    with pytest.raises(storage.StorageError, match=rf"cannot read {missing}: it does not exist "
+                                                    rf"\(config.dataset.data_dir\)"):
+        locations.check(cifar, str(tmp_path / "run"), "train")
+    synthetic = tiny_config(**{"dataset.name": "cifar10", "dataset.data_dir": missing,
+                               "dataset.synthetic": True})
+    locations.check(synthetic, str(tmp_path / "run"), "train")  # synthetic data reads nothing
+    assert os.listdir(tmp_path / "run") == []  # created as training would, the marker removed
+    locations.check(tiny_config(), missing, "eval")  # eval creates nothing for a missing workdir
+    assert not os.path.exists(missing)
