@@ -39,6 +39,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common_jax.provenance import provenance  # noqa: E402  (imports no JAX)
 # name -> (dtype, form, threads, extra XLA flags); the GPU flags are accepted on CPU too.
 VARIANTS = {
     "f32": ("float32", "masked", False, ""),
@@ -242,7 +244,7 @@ def main():
              f"--depthwise_impl={args.depthwise_impl}"]
     report = {"config": args.config, "batch": args.batch, "resolutions": args.resolutions,
               "depthwise_impl": args.depthwise_impl, "variants": {},
-              "date": datetime.date.today().isoformat(),
+              "date": datetime.date.today().isoformat(), "provenance": provenance(),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "jax": importlib.metadata.version("jax"), "device": None}}
     for name in names:  # the parent never initialises JAX: children get the whole device

@@ -21,6 +21,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common_jax.provenance import provenance  # noqa: E402  (imports no JAX)
 
 
 def run(config: str, workdir: str, cache: str, extra: list) -> dict:
@@ -54,6 +56,7 @@ def main():
                           "platform": platform.platform(), "jax": jax.__version__}
     results["config"] = args.config
     results["date"] = datetime.date.today().isoformat()
+    results["provenance"] = provenance()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -26,6 +26,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common_jax import data  # noqa: E402
+from common_jax.provenance import provenance  # noqa: E402
 from pssnet_dcff import api  # noqa: E402
 from pssnet_jax import latency  # noqa: E402
 from pssnet_jax.space import space_from_config  # noqa: E402
@@ -57,7 +58,7 @@ def compare(config, table_path: str, count: int, seed: int = 0) -> dict:
     errors = [abs(r["relative_error"]) for r in rows]
     raw_errors = [abs(r["raw_relative_error"]) for r in rows]
     return {"device": table["device"], "jax": jax.__version__, "table": table_path,
-            "date": datetime.date.today().isoformat(),
+            "date": datetime.date.today().isoformat(), "provenance": provenance(),
             "units": len(table["units"]), "dense": table["dense"], "build_s": build_s,
             "batch_size": table["batch_size"], "calibration": table["calibration"],
             "subnets": rows, "median_abs_error": statistics.median(errors),

@@ -45,6 +45,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common_jax import mesh as mesh_lib, models, train_state  # noqa: E402
+from common_jax.provenance import provenance  # noqa: E402
 from common_jax.plain_step import make_train_step  # noqa: E402
 from dcff_jax import fusion_state  # noqa: E402
 from dcff_jax.train import fused_setup  # noqa: E402
@@ -356,6 +357,7 @@ def main():
             results[name]["torch_ratio"] = results[name]["images_per_s"] / ref["images_per_s"]
     device = jax.devices()[0]
     report = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
+              "provenance": provenance(),
               "machine": {"device": device.device_kind, "platform": device.platform,
                           "cpus": os.cpu_count(), "os": platform.platform(),
                           "python": platform.python_version(), "jax": jax.__version__,

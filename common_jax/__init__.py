@@ -11,7 +11,10 @@ train.py         the baseline trainer (also trains DCFF's scratch control)
 evaluation.py    per-batch eval sums and their accumulation
 losses.py        cross-entropy
 paths.py         the path layer: local paths and gs:// URLs alike (etils.epath)
-files.py         JSON written atomically, config.json
+files.py         JSON written atomically, config.json, provenance.jsonl
+provenance.py    the commit, command and config digest every raw output records
+storage.py       what a storage failure means: retry, quarantine or stop; location checks
+torch_files.py   a safe reader of torch .pt files (allowlisted unpickling, no torch)
 checkpoint.py    orbax checkpoints with JSON host state
 export.py        exported models: write, load without training code, predict
 optim.py         PyTorch-equivalent SGD and schedules

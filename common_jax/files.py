@@ -8,7 +8,7 @@ import logging
 import jax
 import ml_collections
 
-from common_jax import paths
+from common_jax import paths, provenance
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,15 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, changes: list
         log.warning("config differs from the one this workdir was started with: %s",
                     change_text(changes))
     write_json(paths.join(workdir, "config.json"), json.loads(config.to_json()))
+
+
+def record_provenance(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Appends this invocation's provenance (commit, command, date, the config's digest;
+    ``common_jax.provenance``) as one line to ``provenance.jsonl``, from process 0 only."""
+    if jax.process_index() != 0:
+        return
+    paths.append_text(paths.join(workdir, "provenance.jsonl"),
+                      json.dumps(provenance.provenance(config=config)) + "\n")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

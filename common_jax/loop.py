@@ -121,6 +121,7 @@ class Loop:
             checkpoint.close(self.mngr)
             raise
         files.record_config(self.workdir, self.config, self.config_changes)
+        files.record_provenance(self.workdir, self.config)
         self.writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
         self.writer.text("config", "```\n" + self.config.to_json(indent=2) + "\n```")
         if restored is not None:

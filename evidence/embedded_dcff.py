@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 
+from common_jax.provenance import provenance
 from evidence.study import quiet_logging, train_or_reuse
 from pssnet_dcff import api
 
@@ -54,7 +55,9 @@ def main():
                         if k in summary}})
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"command": "python -m evidence.embedded_dcff", "rows": rows}, f, indent=2)
+        json.dump({"command": "python -m evidence.embedded_dcff",
+                   "provenance": provenance("python -m evidence.embedded_dcff"), "rows": rows},
+                  f, indent=2)
     print(markdown_table({"rows": rows}))
 
 

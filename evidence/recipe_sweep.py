@@ -35,6 +35,7 @@ import os
 import statistics
 
 from common_jax.data import idx
+from common_jax.provenance import provenance
 from evidence.study import (by_target, learning_curve, mean_std, paired_cells, pss_plot,
                             quiet_logging, target_order, train_or_reuse)
 from pssnet_dcff import api
@@ -298,7 +299,9 @@ def write(rows: list[dict], out: str) -> None:
     """``out`` (JSON rows) and its tables beside it (``.md``)."""
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"command": "python -m evidence.recipe_sweep", "rows": rows}, f, indent=2)
+        json.dump({"command": "python -m evidence.recipe_sweep",
+                   "provenance": provenance("python -m evidence.recipe_sweep"), "rows": rows},
+                  f, indent=2)
     with open(os.path.splitext(out)[0] + ".md", "w") as f:
         f.write(tables(rows))
     paired = _embedded_runs(rows, CHOSEN, uniform=True)

@@ -43,6 +43,7 @@ import sys
 import time
 
 from common_jax import data, export as export_lib, files, paths
+from common_jax.provenance import provenance
 from common_jax.data import idx
 from dcff_jax import architectures
 from evidence.l1_pruning import prune_first_convs
@@ -382,6 +383,7 @@ def main():
                "command": "python -m evidence.study " + " ".join(sys.argv[1:]),
                "dcff_schedule": args.dcff_schedule, "dcff_epochs": scale["dcff"]["num_epochs"],
                "seeds": list(scale["seeds"])}
+    results["provenance"] = provenance(results["command"])
     if "dcff" in parts:
         results["dcff"] = run_dcff(scale, args.data_dir, os.path.join(args.workdir, "dcff"))
     if "pss" in parts:

@@ -15,6 +15,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common_jax.provenance import provenance  # noqa: E402  (imports no JAX)
 
 
 def size_mb(folder: str) -> float:
@@ -32,7 +34,8 @@ def main() -> None:
         core = size_mb(venv)
         subprocess.run([*pip, "-r", os.path.join(ROOT, "requirements-tfds.txt")], check=True)
         with_tfds = size_mb(venv)
-    result = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+    result = {"date": datetime.date.today().isoformat(), "provenance": provenance(),
+              "python": platform.python_version(),
               "machine": platform.machine(), "core_mb": core,
               "core_plus_tfds_mb": with_tfds, "tfds_share_mb": round(with_tfds - core, 1)}
     os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)

@@ -3,6 +3,7 @@ in its tiny form, writing tables and plots."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,8 @@ def test_tiny_study_writes_tables_and_plots(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", results["provenance"]["commit"])
+    assert results["provenance"]["command"].startswith("python -m evidence.study --tiny")
     variants = [(r["variant"], r["seed"]) for r in results["dcff"]]
     assert sorted(variants) == sorted((v, s) for v in ("baseline", "faithful", "stable",
                                                        "scratch", "l1") for s in (0, 1))

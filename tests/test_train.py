@@ -3,12 +3,14 @@
 import glob
 import json
 import os
+import subprocess
 
 import jax
 import numpy as np
 import pytest
 
-from common_jax import checkpoint, data, export, run as run_lib, train as plain_train
+from common_jax import (checkpoint, data, export, provenance, run as run_lib,
+                        train as plain_train)
 from pssnet_dcff import api
 from conftest import tiny_config
 
@@ -38,6 +40,13 @@ def test_run_writes_summary_metrics_and_checkpoints(trained):
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
     mngr = checkpoint.manager(workdir, read_only=True)
     assert list(mngr.all_steps()) == [8, 16]
+    with open(os.path.join(workdir, "provenance.jsonl")) as f:
+        (record,) = [json.loads(line) for line in f]  # one invocation
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert record["config_sha256"] == provenance.config_digest(json.load(f))
+    head = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(__file__)), "rev-parse",
+                           "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert record["commit"] == head and record["date"] and record["command"]
 
 
 def test_resume_is_exact(tmp_path, trained):
