@@ -15,6 +15,7 @@ files.py         JSON written atomically, config.json, provenance.jsonl
 provenance.py    the commit, command and config digest every raw output records
 storage.py       what a storage failure means: retry, quarantine or stop; location checks
 torch_files.py   a safe reader of torch .pt files (allowlisted unpickling, no torch)
+torch_import.py  published PyTorch state dicts -> descriptions, variables and exports
 checkpoint.py    orbax checkpoints with JSON host state
 export.py        exported models: write, load without training code, predict
 optim.py         PyTorch-equivalent SGD and schedules

@@ -15,7 +15,7 @@ import ml_collections
 
 from common_jax import (checkpoint, compilation_cache, data, export, files, models, paths,
                         train_state)
-from common_jax import run as run_lib
+from common_jax import run as run_lib, torch_import
 from common_jax.loop import Loop, write_eval_summary
 from common_jax.plain_step import (compile_logged, evaluate_split, make_eval_step,
                                    make_train_step, plain_variables)
@@ -84,6 +84,13 @@ def train_network(config, arch: dict, workdir: str, stop_after, compiles,
     if not loop.eval_metrics:  # resumed at the very end: evaluate the final state again
         loop.eval_metrics = evaluate_split(run, eval_step, state)
     return loop.write_summary(costs), state
+
+
+def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
+    """Exports a published baseline state dict read from ``source`` (widths those of
+    ``config.model``)."""
+    return torch_import.export_imported(config, source, arch_of(config), directory,
+                                        thop_pool="functional")
 
 
 def _restored(config, arch: dict, workdir: str, which: str):

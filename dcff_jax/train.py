@@ -17,7 +17,7 @@ import ml_collections
 
 from common_jax import (checkpoint, compilation_cache, data, export, files, models, paths,
                         train_state)
-from common_jax import run as run_lib, train as plain_train
+from common_jax import run as run_lib, torch_import, train as plain_train
 from common_jax.loop import Loop, write_eval_summary
 from common_jax.plain_step import (compile_logged, evaluate_split, make_eval_step,
                                    make_train_step)
@@ -89,6 +89,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         if not loop.eval_metrics:  # resumed at the very end: evaluate the final state again
             loop.eval_metrics = evaluate_split(run, eval_step, state)
         return loop.write_summary(costs), state
+
+
+def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
+    """Exports an official DCFF compact model (``model_best_compact.pt``) read from
+    ``source``; its widths must be those of ``config.dcff.rates``."""
+    return torch_import.export_imported(config, source, compact(config)[0], directory)
 
 
 def _restored(config, workdir: str, which: str):

@@ -24,7 +24,8 @@ from typing import Any
 
 import ml_collections
 
-from common_jax import artifacts, config_check, data, export as export_lib, models, profile
+from common_jax import (artifacts, config_check, data, export as export_lib, models, paths,
+                        profile, storage)
 from pssnet_dcff import config_files, locations, registry
 from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
 
@@ -149,6 +150,19 @@ def export(config, workdir: str, directory: str | None = None, flops: float | No
     artifacts.check_format(config.export.format)  # before restoring anything
     locations.check(config, workdir, "export", directory)
     return registry.method(config.method).export_checkpoint(config, workdir, directory)
+
+
+def import_published(config, workdir: str, source: str, directory: str | None = None) -> str:
+    """Imports a published PyTorch file (``--mode=import --import_from=PATH``) as an export
+    (default ``<workdir>/export``); read with an allowlist, no torch needed
+    (``common_jax.torch_import``)."""
+    trainer = registry.method(config.method)
+    if not hasattr(trainer, "import_published"):
+        raise ValueError(f"--mode=import: config.method={config.method!r} has no import yet; "
+                         f"DCFF and baseline configs of the CIFAR ResNets can be imported")
+    directory = directory or paths.join(workdir, "export")
+    storage.check_readable(source, " (--import_from)")
+    return trainer.import_published(config, source, directory)
 
 
 def load_model(directory: str):

@@ -2,7 +2,8 @@ r"""One entry point for every config and mode (``python launch.py`` in a checkou
 ``pssnet-dcff`` command that ``pip install`` creates).
 
     python launch.py --config=configs/<file>.py[:arg] --workdir=<dir> \
-        --mode=train|eval|export|profile|latency_table [--config.<key>=<value> ...] [--dry_run]
+        --mode=train|eval|export|profile|latency_table|import [--config.<key>=<value> ...] \
+        [--dry_run]
 
 ``--help`` lists the modes and this launcher's flags, ``--helpfull`` every flag.
 Config files are addressed by path (``pssnet_dcff/config_files.py``): relative to the
@@ -38,13 +39,16 @@ def define_flags() -> None:
     config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (.py[:arg]).",
                                     lock_config=True)
     flags.DEFINE_string("workdir", "", "Run directory; default runs/<config file name>.")
-    flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "profile", "latency_table"],
+    flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "profile", "latency_table",
+                                        "import"],
                       "What to do (latency_table: PSS-Net configs; writes config.latency.table "
                       "or <workdir>/latency_table.json).")
     flags.DEFINE_bool("dry_run", False, "Validate flags and config, print it, exit.")
     flags.DEFINE_integer("stop_after", 0, "Stop training at global step N (0: run to the end); "
                          "latency_table: measure at most N more units.")
-    flags.DEFINE_string("export_dir", "", "Where --mode=export writes; default <workdir>/export.")
+    flags.DEFINE_string("export_dir", "", "Where --mode=export and --mode=import write; default "
+                        "<workdir>/export.")
+    flags.DEFINE_string("import_from", "", "--mode=import: a published PyTorch file (.pt/.pth).")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects "
                       "TPU pods and SLURM; or give the three flags below).")
     flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (jax.distributed).")
@@ -61,6 +65,8 @@ MODES_HELP = """modes (--mode):
                  --config.export.all=True (PSS-Net) every kept subnet and ladder.json
   profile        per-group FLOPs/params table and JSON totals; compiles nothing
   latency_table  PSS-Net: measure the latency table of the structure space on this device
+  import         --import_from=FILE: a published PyTorch file (DCFF compact CIFAR ResNets,
+                 baseline CIFAR ResNets) as an export in --export_dir; no torch needed
 """
 
 
@@ -215,6 +221,10 @@ def run_mode(config, workdir: str) -> None:
         table = api.latency_table(config, path, stop_after=FLAGS.stop_after or None)
         print(json.dumps({"latency_table": path, "units": len(table["units"]),
                           "complete": table["complete"], "device": table["device"]}))
+    elif FLAGS.mode == "import":
+        if not FLAGS.import_from:
+            raise ValueError("--mode=import needs --import_from=PATH (a .pt/.pth file)")
+        print(api.import_published(config, workdir, FLAGS.import_from, FLAGS.export_dir or None))
     else:
         print(api.export(config, workdir, FLAGS.export_dir or None))
 

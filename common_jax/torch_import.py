@@ -1,0 +1,179 @@
+"""Published PyTorch weights -> this project's architecture descriptions and variables.
+
+A torch file is read by ``common_jax.torch_files`` (no torch, allowlisted unpickling); its
+state dict is then mapped layer by layer: convolutions OIHW -> HWIO, linear layers
+transposed, BatchNorm ``weight``/``bias``/``running_mean``/``running_var`` -> ``scale``/
+``bias`` and ``mean``/``var`` (``num_batches_tracked`` is dropped). Widths are read from the
+tensor shapes, so a compact model needs no rate string. Every key of the file must be used
+and every parameter of the description filled, else ``ImportMismatch`` names the first key
+that does not fit.
+
+Layouts read so far (``LAYOUTS``):
+
+- ``resnet_cifar``: the CIFAR ResNets of the official DCFF code (``CompactResNet``: ``conv1``,
+  ``bn1``, ``layer{1,2,3}.{b}.conv{1,2}`` / ``bn{1,2}``, ``fc``; option-A shortcuts without
+  parameters) and its ``OriginResNet`` baseline (the classifier named ``linear``).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+
+from common_jax import data, export, models, storage, torch_files
+
+
+class ImportMismatch(ValueError):
+    """The file's keys or shapes fit no supported layout, or not the config's architecture."""
+
+
+def state_dict_of(obj, source: str) -> dict:
+    """The tensor dict of a loaded torch file: the file itself, or its ``state_dict`` /
+    ``model`` entry; a DataParallel ``module.`` prefix is removed."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(v, np.ndarray) for v in obj.values()):
+        raise ImportMismatch(f"{source}: holds no state dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = collections.OrderedDict((k[len("module."):], v) for k, v in obj.items())
+    return dict(obj)
+
+
+class _Reader:
+    """Takes tensors out of a state dict by key, so that leftovers can be reported."""
+
+    def __init__(self, state: dict, source: str):
+        self.state, self.source, self.used = state, source, set()
+
+    def take(self, key: str, ndim: int | None = None) -> np.ndarray:
+        if key not in self.state:
+            raise ImportMismatch(f"{self.source}: key {key!r} is missing for this layout")
+        value = self.state[key]
+        if ndim is not None and value.ndim != ndim:
+            raise ImportMismatch(f"{self.source}: {key} has shape {value.shape}; expected "
+                                 f"{ndim} dimensions")
+        self.used.add(key)
+        return value
+
+    def conv(self, prefix: str) -> dict:
+        return {"kernel": np.transpose(self.take(prefix + ".weight", 4), (2, 3, 1, 0))}
+
+    def bn(self, prefix: str) -> tuple[dict, dict]:
+        params = {"scale": self.take(prefix + ".weight", 1), "bias": self.take(prefix + ".bias", 1)}
+        stats = {"mean": self.take(prefix + ".running_mean", 1),
+                 "var": self.take(prefix + ".running_var", 1)}
+        if prefix + ".num_batches_tracked" in self.state:
+            self.used.add(prefix + ".num_batches_tracked")
+        return params, stats
+
+    def linear(self, prefix: str) -> dict:
+        return {"kernel": self.take(prefix + ".weight", 2).T,
+                "bias": self.take(prefix + ".bias", 1)}
+
+    def finish(self) -> None:
+        unused = [k for k in self.state if k not in self.used]
+        if unused:
+            raise ImportMismatch(f"{self.source}: key {unused[0]!r} fits no layer of this "
+                                 f"layout ({len(unused)} keys left over)")
+
+
+def _cast(tree):
+    """float32 copies (the project keeps params and statistics in float32)."""
+    if isinstance(tree, dict):
+        return {k: _cast(v) for k, v in tree.items()}
+    return np.ascontiguousarray(tree, dtype=np.float32)
+
+
+def resnet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of an official DCFF/HRank CIFAR ResNet state dict."""
+    reader = _Reader(state, source)
+    params, stats = {"stem_conv": reader.conv("conv1")}, {}
+    params["stem_bn"], stats["stem_bn"] = reader.bn("bn1")
+    stem = params["stem_conv"]["kernel"]
+    stages = []
+    for s in (1, 2, 3):
+        blocks, b = [], 0
+        while f"layer{s}.{b}.conv1.weight" in state:
+            name, prefix = f"stage{s}_block{b}", f"layer{s}.{b}"
+            block = {"conv1": reader.conv(prefix + ".conv1"), "conv2": reader.conv(prefix + ".conv2")}
+            block_stats = {}
+            block["bn1"], block_stats["bn1"] = reader.bn(prefix + ".bn1")
+            block["bn2"], block_stats["bn2"] = reader.bn(prefix + ".bn2")
+            params[name], stats[name] = block, block_stats
+            blocks.append([int(block["conv1"]["kernel"].shape[-1]),
+                           int(block["conv2"]["kernel"].shape[-1])])
+            b += 1
+        if not blocks:
+            raise ImportMismatch(f"{source}: key 'layer{s}.0.conv1.weight' is missing for the "
+                                 f"CIFAR ResNet layout")
+        stages.append(blocks)
+    head = "fc" if "fc.weight" in state else "linear"
+    params["fc"] = reader.linear(head)
+    reader.finish()
+    arch = {"family": "resnet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
+            "in_channels": int(stem.shape[2]), "stem": int(stem.shape[3]), "stages": stages,
+            "thop_pool": thop_pool}
+    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+
+
+LAYOUTS = {"resnet_cifar": resnet_cifar}
+
+
+def detect_layout(state: dict, source: str) -> str:
+    """The layout of a state dict's keys; ImportMismatch naming the first key otherwise."""
+    keys = list(state)
+    if "conv1.weight" in state and any(re.fullmatch(r"layer1\.0\.conv1\.weight", k)
+                                       for k in keys) and not any(
+            k.startswith("layer4.") for k in keys) and state["conv1.weight"].shape[-1] == 3:
+        return "resnet_cifar"
+    raise ImportMismatch(f"{source}: key {keys[0]!r} fits no supported layout "
+                         f"({', '.join(LAYOUTS)})")
+
+
+def read(path: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of the torch file at ``path``."""
+    state = state_dict_of(torch_files.load(path), str(path))
+    return LAYOUTS[detect_layout(state, str(path))](state, str(path), thop_pool)
+
+
+def first_difference(arch: dict, expected: dict) -> str | None:
+    """The first layer whose width differs between two resnet_cifar descriptions, as
+    'stage2_block3/conv1: 12 filters in the file, 16 expected'; None if they agree."""
+    if arch["stem"] != expected["stem"]:
+        return f"stem_conv: {arch['stem']} filters in the file, {expected['stem']} expected"
+    for s, (got, want) in enumerate(zip(arch["stages"], expected["stages"])):
+        if len(got) != len(want):
+            return f"stage{s + 1}: {len(got)} blocks in the file, {len(want)} expected"
+        for b, (g, w) in enumerate(zip(got, want)):
+            for conv, gw, ww in (("conv1", g[0], w[0]), ("conv2", g[1], w[1])):
+                if gw != ww:
+                    return (f"stage{s + 1}_block{b}/{conv}: {gw} filters in the file, {ww} "
+                            f"expected")
+    if arch["num_classes"] != expected["num_classes"]:
+        return f"fc: {arch['num_classes']} classes in the file, {expected['num_classes']} expected"
+    return None
+
+
+def export_imported(config, source: str, expected: dict, directory: str,
+                    thop_pool: str = "adaptive") -> str:
+    """Reads the torch file ``source``, checks its widths against ``expected`` (the config's
+    description) and writes it as an export (``model.json`` + variables, plus the artifact of
+    ``config.export.format``) to ``directory``."""
+    arch, variables = read(source, thop_pool)
+    if arch["family"] != expected["family"]:
+        raise ImportMismatch(f"{source}: a {arch['family']} file, but config.model.name="
+                             f"{config.model.name!r} is a {expected['family']}")
+    difference = first_difference(arch, expected)
+    if difference:
+        raise ImportMismatch(f"{source}: does not fit the config's architecture "
+                             f"({difference})")
+    storage.check_writable(directory)  # only now: a file that does not fit creates nothing
+    size = data.image_size(config.dataset)
+    return export.export_model(
+        directory, arch, variables, image_size=size,
+        info=data.dataset_info(config.dataset.name), export_format=config.export.format,
+        extra={"imported_from": str(source), **models.model_costs(arch, size)})
