@@ -12,7 +12,9 @@ Layouts read so far (``LAYOUTS``):
 
 - ``resnet_cifar``: the CIFAR ResNets of the official DCFF code (``CompactResNet``: ``conv1``,
   ``bn1``, ``layer{1,2,3}.{b}.conv{1,2}`` / ``bn{1,2}``, ``fc``; option-A shortcuts without
-  parameters) and its ``OriginResNet`` baseline (the classifier named ``linear``).
+  parameters) and its ``OriginResNet`` baseline (the classifier named ``linear``);
+- ``vgg_cifar``: the official DCFF VGG-16 (``Compact_VGG`` / ``OriginVGG``: ``features.{i}``
+  conv + BN in VGG-16's order, ``classifier``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import numpy as np
 
 from common_jax import data, export, models, storage, torch_files
+from common_jax.models import vgg_cifar as vgg_lib
 
 
 class ImportMismatch(ValueError):
@@ -120,12 +123,36 @@ def resnet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
-LAYOUTS = {"resnet_cifar": resnet_cifar}
+def vgg_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of the official DCFF VGG-16 (``Compact_VGG``): ``features.{i}``
+    conv (with bias) + BN + ReLU, or a max-pool, in VGG-16's order; ``classifier``."""
+    reader, params, stats, features = _Reader(state, source), {}, {}, []
+    index = conv = 0
+    for value in vgg_lib.VGG16:
+        if value == "M":
+            features.append("M")
+            index += 1
+            continue
+        prefix = f"features.{index}"
+        params[f"conv{conv}"] = {**reader.conv(prefix), "bias": reader.take(prefix + ".bias", 1)}
+        params[f"bn{conv}"], stats[f"bn{conv}"] = reader.bn(f"features.{index + 1}")
+        features.append(int(params[f"conv{conv}"]["kernel"].shape[-1]))
+        index, conv = index + 3, conv + 1
+    params["fc"] = reader.linear("classifier")
+    reader.finish()
+    arch = {"family": "vgg_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
+            "in_channels": int(params["conv0"]["kernel"].shape[2]), "features": features}
+    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+
+
+LAYOUTS = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar}
 
 
 def detect_layout(state: dict, source: str) -> str:
     """The layout of a state dict's keys; ImportMismatch naming the first key otherwise."""
     keys = list(state)
+    if "features.0.weight" in state and "classifier.weight" in state:
+        return "vgg_cifar"
     if "conv1.weight" in state and any(re.fullmatch(r"layer1\.0\.conv1\.weight", k)
                                        for k in keys) and not any(
             k.startswith("layer4.") for k in keys) and state["conv1.weight"].shape[-1] == 3:
@@ -141,18 +168,24 @@ def read(path: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
 
 
 def first_difference(arch: dict, expected: dict) -> str | None:
-    """The first layer whose width differs between two resnet_cifar descriptions, as
+    """The first layer whose width differs between two descriptions of one family, as
     'stage2_block3/conv1: 12 filters in the file, 16 expected'; None if they agree."""
-    if arch["stem"] != expected["stem"]:
-        return f"stem_conv: {arch['stem']} filters in the file, {expected['stem']} expected"
-    for s, (got, want) in enumerate(zip(arch["stages"], expected["stages"])):
-        if len(got) != len(want):
-            return f"stage{s + 1}: {len(got)} blocks in the file, {len(want)} expected"
-        for b, (g, w) in enumerate(zip(got, want)):
-            for conv, gw, ww in (("conv1", g[0], w[0]), ("conv2", g[1], w[1])):
-                if gw != ww:
-                    return (f"stage{s + 1}_block{b}/{conv}: {gw} filters in the file, {ww} "
-                            f"expected")
+    def widths(a):
+        if a["family"] == "resnet_cifar":
+            out = [("stem_conv", a["stem"])]
+            for s, blocks in enumerate(a["stages"]):
+                out.append((f"stage{s + 1}", f"{len(blocks)} blocks"))
+                for b, (mid, width) in enumerate(blocks):
+                    out += [(f"stage{s + 1}_block{b}/conv1", mid),
+                            (f"stage{s + 1}_block{b}/conv2", width)]
+            return out
+        convs = [v for v in a["features"] if v != "M"]
+        return [("layers", f"{len(convs)} convs")] + [
+            (f"conv{i}", v) for i, v in enumerate(convs)]
+    for (name, got), (_, want) in zip(widths(arch), widths(expected)):
+        if got != want:
+            unit = "" if isinstance(got, str) else " filters"
+            return f"{name}: {got}{unit} in the file, {want}{unit} expected"
     if arch["num_classes"] != expected["num_classes"]:
         return f"fc: {arch['num_classes']} classes in the file, {expected['num_classes']} expected"
     return None

@@ -65,8 +65,8 @@ MODES_HELP = """modes (--mode):
                  --config.export.all=True (PSS-Net) every kept subnet and ladder.json
   profile        per-group FLOPs/params table and JSON totals; compiles nothing
   latency_table  PSS-Net: measure the latency table of the structure space on this device
-  import         --import_from=FILE: a published PyTorch file (DCFF compact CIFAR ResNets,
-                 baseline CIFAR ResNets) as an export in --export_dir; no torch needed
+  import         --import_from=FILE: a published PyTorch file (DCFF compact and baseline
+                 CIFAR ResNets and VGG-16) as an export in --export_dir; no torch needed
 """
 
 

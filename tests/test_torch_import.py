@@ -1,11 +1,13 @@
-"""Importing published CIFAR ResNets (``--mode=import``, common_jax/torch_import.py) gives
-the logits of the PyTorch model, in float64 to 1e-10.
+"""Importing published CIFAR ResNets and VGG-16s (``--mode=import``,
+common_jax/torch_import.py) gives the logits of the PyTorch model, in float64 to 1e-10.
 
 The PyTorch modules here are written for the test from the official DCFF code's layout
 (``CompactResNet``: ``conv1``/``bn1``, ``layer{s}.{b}.conv{1,2}``/``bn{1,2}``, option-A
 shortcuts that subsample and zero-pad (front (out - in) // 2), global average pool, ``fc``;
-the ``OriginResNet`` baseline names its classifier ``linear``), with random weights and
-non-trivial BN statistics; their key lists are pinned (ResNet-56 332 keys, ResNet-110 656).
+the ``OriginResNet`` baseline names its classifier ``linear``; ``Compact_VGG``:
+``features.{i}`` conv with bias + BN + ReLU or a max-pool, ``classifier``), with random
+weights and non-trivial BN statistics; their key lists are pinned (ResNet-56 332 keys,
+ResNet-110 656, VGG-16 93).
 The widths of the DCFF file are those of the config's rate string (what the import checks);
 the mapping of every tensor is what the logits test.
 
@@ -14,6 +16,7 @@ Shown to fail during development: the conv kernels transposed to (3, 2, 1, 0) in
 negative variances).
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -71,6 +74,29 @@ class CifarResNet(nn.Module):
         return getattr(self, self.head)(x.mean((2, 3)))
 
 
+class CifarVGG(nn.Module):
+    """``features``: VGG-16's sequence with each conv's width ('M': a 2x2 max-pool)."""
+
+    def __init__(self, features, num_classes=10):
+        super().__init__()
+        layers, cin = [], 3
+        for value in features:
+            if value == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            layers += [nn.Conv2d(cin, value, 3, padding=1), nn.BatchNorm2d(value),
+                       nn.ReLU(inplace=True)]
+            cin = value
+        self.features = nn.Sequential(*layers, nn.AvgPool2d(1))
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
 def full_widths(depth):
     n = (depth - 2) // 6
     return 16, [[[w, w]] * n for w in (16, 32, 64)]
@@ -97,6 +123,12 @@ def test_reference_modules_have_the_official_key_layout(depth, count):
                         "bn1.running_var", "bn1.num_batches_tracked"]
     assert keys[6:8] == ["layer1.0.conv1.weight", "layer1.0.bn1.weight"]
     assert keys[-2:] == ["fc.weight", "fc.bias"]
+    vgg = list(CifarVGG(VGG16).state_dict())
+    assert len(vgg) == 93 and vgg[:3] == ["features.0.weight", "features.0.bias",
+                                          "features.1.weight"]
+    assert vgg[7:9] == ["features.3.weight", "features.3.bias"]  # after conv, BN, ReLU
+    assert vgg[-4:] == ["features.41.running_var", "features.41.num_batches_tracked",
+                        "classifier.weight", "classifier.bias"]
 
 
 JAX_LOGITS = r"""
@@ -105,16 +137,16 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
-from common_jax import export
-from common_jax.models import resnet_cifar
+from common_jax import export, models
+models.DTYPES.setdefault("float64", jnp.float64)  # this process only: compute in float64
 x = np.load(sys.argv[1])["x"]
-out = {}
+out = []
 for name in sys.argv[2:]:
     _, variables, meta = export.load_exported(name)
-    model = resnet_cifar.build(meta["arch"], dtype=jnp.float64)
+    model = models.build_model(meta["arch"], dtype="float64")
     variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
-    out[name] = np.asarray(model.apply(variables, jnp.asarray(x), train=False))
-np.savez(sys.argv[1] + ".out.npz", *[out[n] for n in sys.argv[2:]])
+    out.append(np.asarray(model.apply(variables, jnp.asarray(x), train=False)))
+np.savez(sys.argv[1] + ".out.npz", *out)
 print("ok")
 """
 
@@ -130,46 +162,53 @@ def jax_logits(x_nhwc, directories, tmp_path):
     return [saved[f"arr_{i}"] for i in range(len(directories))]
 
 
-def test_imported_cifar_resnets_give_the_pytorch_logits_in_float64(tmp_path):
-    compact, _ = architectures.compact_arch("resnet56", _readme_rates(), num_classes=10,
-                                            in_channels=3)
-    dcff = randomized(CifarResNet(compact["stem"], compact["stages"]), 0)
-    baseline = randomized(CifarResNet(*full_widths(56), head="linear"), 1)
-    files = {"dcff_zip": (dcff, False), "dcff_legacy": (dcff, True),
-             "baseline": (baseline, False)}
-    for name, (net, legacy) in files.items():
-        torch.save(net.state_dict(), str(tmp_path / f"{name}.pt"),
-                   _use_new_zipfile_serialization=not legacy)
-    configs = {"dcff_zip": "configs/dcff/resnet56_cifar10.py",
-               "dcff_legacy": "configs/dcff/resnet56_cifar10.py",
-               "baseline": "configs/baselines/resnet56_cifar10.py"}
-    directories = []
-    for name, config in configs.items():
+def config_rates(module: str) -> str:
+    return importlib.import_module(f"configs.dcff.{module}").RATES
+
+
+def compact_features(arch: dict) -> list:
+    widths = iter(v for v in arch["features"] if v != "M")
+    return [v if v == "M" else next(widths) for v in VGG16]
+
+
+def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
+    resnet, _ = architectures.compact_arch("resnet56", config_rates("resnet56_cifar10"),
+                                           num_classes=10, in_channels=3)
+    vgg, _ = architectures.compact_arch("vgg16", config_rates("vgg16_cifar10"), num_classes=10,
+                                        in_channels=3)
+    cases = [  # name, network (None: the previous one), legacy format, config
+        ("dcff_resnet56_zip", CifarResNet(resnet["stem"], resnet["stages"]), False,
+         "configs/dcff/resnet56_cifar10.py"),
+        ("dcff_resnet56_legacy", None, True, "configs/dcff/resnet56_cifar10.py"),
+        ("resnet56", CifarResNet(*full_widths(56), head="linear"), False,
+         "configs/baselines/resnet56_cifar10.py"),
+        ("dcff_vgg16_legacy", CifarVGG(compact_features(vgg)), True,
+         "configs/dcff/vgg16_cifar10.py"),
+        ("vgg16", CifarVGG(VGG16), False, "configs/baselines/vgg16_cifar10.py")]
+    nets, directories, previous = {}, [], None
+    for seed, (name, net, legacy, config) in enumerate(cases):
+        net = previous = randomized(net, seed) if net is not None else previous
+        nets[name] = net
+        path = str(tmp_path / f"{name}.pt")
+        torch.save(net.state_dict(), path, _use_new_zipfile_serialization=not legacy)
         directory = str(tmp_path / f"export_{name}")
-        result = launch(f"--config={config}", "--mode=import",
-                        f"--import_from={tmp_path / f'{name}.pt'}", f"--export_dir={directory}",
-                        f"--workdir={tmp_path / 'unused'}")
+        result = launch(f"--config={config}", "--mode=import", f"--import_from={path}",
+                        f"--export_dir={directory}", f"--workdir={tmp_path / 'unused'}")
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip().splitlines()[-1] == directory
         directories.append(directory)
     with open(os.path.join(directories[0], "model.json")) as f:
         meta = json.load(f)
-    assert meta["arch"]["stages"] == compact["stages"]
+    assert meta["arch"]["stages"] == resnet["stages"]
     assert round(meta["params"] / 1e6, 4) == 0.3843  # the published compact ResNet-56
     assert round(meta["flops_thop"] / 1e6, 2) == 55.84
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32))
-    logits = jax_logits(x.transpose(0, 2, 3, 1), directories, tmp_path)
-    for name, ours in zip(configs, logits):
-        net = files[name][0]
+    for (name, *_), ours in zip(cases, jax_logits(x.transpose(0, 2, 3, 1), directories,
+                                                  tmp_path)):
         with torch.no_grad():
-            theirs = net.double()(torch.from_numpy(x)).numpy()
+            theirs = nets[name].double()(torch.from_numpy(x)).numpy()
         error = np.abs(ours - theirs).max() / np.abs(theirs).max()
         assert error < 1e-10, f"{name}: relative error {error:.3g}"
-
-
-def _readme_rates():
-    from configs.dcff.resnet56_cifar10 import RATES
-    return RATES
 
 
 def test_files_that_do_not_fit_are_one_line_errors(tmp_path):
@@ -185,7 +224,7 @@ def test_files_that_do_not_fit_are_one_line_errors(tmp_path):
               "key 'extra.weight' fits no layer of this layout (1 keys left over)"),
              ("configs/baselines/resnet56_cifar10.py", "notes.pt", "not a torch file"),
              ("configs/baselines/resnet110_cifar10.py", "full.pt",
-              "(stage1: 9 blocks in the file, 18 expected)"),
+              "(stage1: 9 blocks in the file, 18 blocks expected)"),
              ("configs/pssnet/embedded.py", "full.pt", "has no import yet")]
     for config, name, message in cases:
         result = launch(f"--config={config}", "--mode=import",
