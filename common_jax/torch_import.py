@@ -14,7 +14,10 @@ Layouts read so far (``LAYOUTS``):
   ``bn1``, ``layer{1,2,3}.{b}.conv{1,2}`` / ``bn{1,2}``, ``fc``; option-A shortcuts without
   parameters) and its ``OriginResNet`` baseline (the classifier named ``linear``);
 - ``vgg_cifar``: the official DCFF VGG-16 (``Compact_VGG`` / ``OriginVGG``: ``features.{i}``
-  conv + BN in VGG-16's order, ``classifier``).
+  conv + BN in VGG-16's order, ``classifier``);
+- ``googlenet_cifar``: the official DCFF GoogLeNet (``CompactGoogLeNet`` /
+  ``OriginGoogLeNet``: ``pre_layers``, inceptions ``a3`` ... ``b5`` with branches ``b1``-``b4``
+  as ``nn.Sequential`` of conv, BN, ReLU, ``linear``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import re
 import numpy as np
 
 from common_jax import data, export, models, storage, torch_files
-from common_jax.models import vgg_cifar as vgg_lib
+from common_jax.models import googlenet_cifar as googlenet_lib, vgg_cifar as vgg_lib
 
 
 class ImportMismatch(ValueError):
@@ -145,7 +148,40 @@ def vgg_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[di
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
-LAYOUTS = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar}
+def googlenet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of the official DCFF GoogLeNet (``CompactGoogLeNet`` /
+    ``OriginGoogLeNet``): ``pre_layers.{0,1}``, per inception ``b1.{0,1}``,
+    ``b2.{0,1,3,4}``, ``b3.{0,1,3,4,6,7}``, ``b4.{1,2}`` (conv with bias, BN), ``linear``."""
+    reader, params, stats = _Reader(state, source), {}, {}
+
+    def unit(target_params, target_stats, name, conv_key, bn_key):
+        target_params[f"{name}_conv"] = {**reader.conv(conv_key),
+                                         "bias": reader.take(conv_key + ".bias", 1)}
+        target_params[f"{name}_bn"], target_stats[f"{name}_bn"] = reader.bn(bn_key)
+        return int(target_params[f"{name}_conv"]["kernel"].shape[-1])
+
+    pre = unit(params, stats, "pre", "pre_layers.0", "pre_layers.1")
+    inceptions = []
+    for name in googlenet_lib.INCEPTION_NAMES:
+        block, block_stats, widths = {}, {}, []
+        for conv, (sequence, index) in zip(googlenet_lib.BRANCH_CONVS, GOOGLENET_BRANCH_KEYS):
+            widths.append(unit(block, block_stats, conv, f"{name}.{sequence}.{index}",
+                               f"{name}.{sequence}.{index + 1}"))
+        params[name], stats[name] = block, block_stats
+        inceptions.append(widths)
+    params["fc"] = reader.linear("linear")
+    reader.finish()
+    arch = {"family": "googlenet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
+            "in_channels": int(params["pre_conv"]["kernel"].shape[2]), "pre": pre,
+            "inceptions": inceptions}
+    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+
+
+# (Sequential, index of the conv in it) of each branch conv, in BRANCH_CONVS' order
+GOOGLENET_BRANCH_KEYS = (("b1", 0), ("b2", 0), ("b2", 3), ("b3", 0), ("b3", 3), ("b3", 6),
+                         ("b4", 1))
+LAYOUTS = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar,
+           "googlenet_cifar": googlenet_cifar}
 
 
 def detect_layout(state: dict, source: str) -> str:
@@ -153,6 +189,8 @@ def detect_layout(state: dict, source: str) -> str:
     keys = list(state)
     if "features.0.weight" in state and "classifier.weight" in state:
         return "vgg_cifar"
+    if "pre_layers.0.weight" in state:
+        return "googlenet_cifar"
     if "conv1.weight" in state and any(re.fullmatch(r"layer1\.0\.conv1\.weight", k)
                                        for k in keys) and not any(
             k.startswith("layer4.") for k in keys) and state["conv1.weight"].shape[-1] == 3:
@@ -167,27 +205,23 @@ def read(path: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     return LAYOUTS[detect_layout(state, str(path))](state, str(path), thop_pool)
 
 
-def first_difference(arch: dict, expected: dict) -> str | None:
-    """The first layer whose width differs between two descriptions of one family, as
-    'stage2_block3/conv1: 12 filters in the file, 16 expected'; None if they agree."""
-    def widths(a):
-        if a["family"] == "resnet_cifar":
-            out = [("stem_conv", a["stem"])]
-            for s, blocks in enumerate(a["stages"]):
-                out.append((f"stage{s + 1}", f"{len(blocks)} blocks"))
-                for b, (mid, width) in enumerate(blocks):
-                    out += [(f"stage{s + 1}_block{b}/conv1", mid),
-                            (f"stage{s + 1}_block{b}/conv2", width)]
-            return out
-        convs = [v for v in a["features"] if v != "M"]
-        return [("layers", f"{len(convs)} convs")] + [
-            (f"conv{i}", v) for i, v in enumerate(convs)]
-    for (name, got), (_, want) in zip(widths(arch), widths(expected)):
-        if got != want:
-            unit = "" if isinstance(got, str) else " filters"
-            return f"{name}: {got}{unit} in the file, {want}{unit} expected"
-    if arch["num_classes"] != expected["num_classes"]:
-        return f"fc: {arch['num_classes']} classes in the file, {expected['num_classes']} expected"
+def first_difference(arch: dict, expected: dict, image_size: int = 32) -> str | None:
+    """The first conv or linear layer whose width (or place) differs between two
+    descriptions, as 'stage2_block3/conv1: 12 filters in the file, 16 expected'; None if
+    they agree. Compares the counted layers (``models.arch_layers``), so it holds for every
+    family."""
+    def convs(a):
+        return [(layer.name, layer.out_ch) for layer in models.arch_layers(a, image_size)
+                if layer.kind in ("conv", "linear")]
+    got, want = convs(arch), convs(expected)
+    for (name, width), (expected_name, expected_width) in zip(got, want):
+        if name != expected_name:
+            return f"the file has {name} where the config's architecture has {expected_name}"
+        if width != expected_width:
+            unit = "classes" if name == "fc" else "filters"
+            return f"{name}: {width} {unit} in the file, {expected_width} expected"
+    if len(got) != len(want):
+        return f"{len(got)} conv and linear layers in the file, {len(want)} expected"
     return None
 
 

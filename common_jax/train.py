@@ -88,7 +88,8 @@ def train_network(config, arch: dict, workdir: str, stop_after, compiles,
 
 def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
     """Exports a published baseline state dict read from ``source`` (widths those of
-    ``config.model``; CIFAR ResNets and VGG-16 in the official DCFF code's layout)."""
+    ``config.model``; CIFAR ResNets, VGG-16 and GoogLeNet in the official DCFF code's
+    layout)."""
     return torch_import.export_imported(config, source, arch_of(config), directory,
                                         thop_pool="functional")
 

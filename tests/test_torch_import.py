@@ -1,13 +1,15 @@
-"""Importing published CIFAR ResNets and VGG-16s (``--mode=import``,
+"""Importing published CIFAR ResNets, VGG-16s and GoogLeNets (``--mode=import``,
 common_jax/torch_import.py) gives the logits of the PyTorch model, in float64 to 1e-10.
 
 The PyTorch modules here are written for the test from the official DCFF code's layout
 (``CompactResNet``: ``conv1``/``bn1``, ``layer{s}.{b}.conv{1,2}``/``bn{1,2}``, option-A
 shortcuts that subsample and zero-pad (front (out - in) // 2), global average pool, ``fc``;
 the ``OriginResNet`` baseline names its classifier ``linear``; ``Compact_VGG``:
-``features.{i}`` conv with bias + BN + ReLU or a max-pool, ``classifier``), with random
-weights and non-trivial BN statistics; their key lists are pinned (ResNet-56 332 keys,
-ResNet-110 656, VGG-16 93).
+``features.{i}`` conv with bias + BN + ReLU or a max-pool, ``classifier``; GoogLeNet:
+``pre_layers``, inceptions ``a3``-``b5`` whose branches ``b1``-``b4`` are Sequentials of conv,
+BN, ReLU (``b4`` after a max-pool), ``linear``), with random weights and non-trivial BN
+statistics; their key lists are pinned (ResNet-56 332 keys, ResNet-110 656, VGG-16 93,
+GoogLeNet 450).
 The widths of the DCFF file are those of the config's rate string (what the import checks);
 the mapping of every tensor is what the logits test.
 
@@ -94,6 +96,56 @@ class CifarVGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def conv_bn_relu(cin, cout, kernel):
+    return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout),
+            nn.ReLU(True)]
+
+
+class Inception(nn.Module):
+    """``widths``: b1, b2 reduce, b2 3x3, b3 reduce, b3 first and second 3x3, b4."""
+
+    def __init__(self, cin, widths):
+        super().__init__()
+        b1, r2, b2, r3, b3a, b3b, b4 = widths
+        self.b1 = nn.Sequential(*conv_bn_relu(cin, b1, 1))
+        self.b2 = nn.Sequential(*conv_bn_relu(cin, r2, 1), *conv_bn_relu(r2, b2, 3))
+        self.b3 = nn.Sequential(*conv_bn_relu(cin, r3, 1), *conv_bn_relu(r3, b3a, 3),
+                                *conv_bn_relu(b3a, b3b, 3))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), *conv_bn_relu(cin, b4, 1))
+        self.out = b1 + b2 + b3b + b4
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+class CifarGoogLeNet(nn.Module):
+    NAMES = ("a3", "b3", "a4", "b4", "c4", "d4", "e4", "a5", "b5")
+
+    def __init__(self, pre, inceptions, num_classes=10):
+        super().__init__()
+        self.pre_layers = nn.Sequential(*conv_bn_relu(3, pre, 3))
+        cin = pre
+        for name, widths in zip(self.NAMES, inceptions):
+            setattr(self, name, Inception(cin, widths))
+            cin = getattr(self, name).out
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.avgpool = nn.AvgPool2d(8, 1)
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.pre_layers(x)
+        for name in self.NAMES:
+            x = getattr(self, name)(x)
+            if name in ("b3", "e4"):
+                x = self.maxpool(x)
+        return self.linear(self.avgpool(x).flatten(1))
+
+
+GOOGLENET = [[64, 96, 128, 16, 32, 32, 32], [128, 128, 192, 32, 96, 96, 64],
+             [192, 96, 208, 16, 48, 48, 64], [160, 112, 224, 24, 64, 64, 64],
+             [128, 128, 256, 24, 64, 64, 64], [112, 144, 288, 32, 64, 64, 64],
+             [256, 160, 320, 32, 128, 128, 128], [256, 160, 320, 32, 128, 128, 128],
+             [384, 192, 384, 48, 128, 128, 128]]
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
@@ -129,6 +181,11 @@ def test_reference_modules_have_the_official_key_layout(depth, count):
     assert vgg[7:9] == ["features.3.weight", "features.3.bias"]  # after conv, BN, ReLU
     assert vgg[-4:] == ["features.41.running_var", "features.41.num_batches_tracked",
                         "classifier.weight", "classifier.bias"]
+    googlenet = list(CifarGoogLeNet(192, GOOGLENET).state_dict())
+    assert len(googlenet) == 450 and googlenet[:2] == ["pre_layers.0.weight", "pre_layers.0.bias"]
+    assert [k for k in googlenet if k.startswith("a3.b4.")][:2] == ["a3.b4.1.weight",
+                                                                   "a3.b4.1.bias"]
+    assert googlenet[-2:] == ["linear.weight", "linear.bias"]
 
 
 JAX_LOGITS = r"""
@@ -171,11 +228,14 @@ def compact_features(arch: dict) -> list:
     return [v if v == "M" else next(widths) for v in VGG16]
 
 
+@pytest.mark.slow
 def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
     resnet, _ = architectures.compact_arch("resnet56", config_rates("resnet56_cifar10"),
                                            num_classes=10, in_channels=3)
     vgg, _ = architectures.compact_arch("vgg16", config_rates("vgg16_cifar10"), num_classes=10,
                                         in_channels=3)
+    googlenet, _ = architectures.compact_arch("googlenet", config_rates("googlenet_cifar10"),
+                                              num_classes=10, in_channels=3)
     cases = [  # name, network (None: the previous one), legacy format, config
         ("dcff_resnet56_zip", CifarResNet(resnet["stem"], resnet["stages"]), False,
          "configs/dcff/resnet56_cifar10.py"),
@@ -184,7 +244,11 @@ def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
          "configs/baselines/resnet56_cifar10.py"),
         ("dcff_vgg16_legacy", CifarVGG(compact_features(vgg)), True,
          "configs/dcff/vgg16_cifar10.py"),
-        ("vgg16", CifarVGG(VGG16), False, "configs/baselines/vgg16_cifar10.py")]
+        ("vgg16", CifarVGG(VGG16), False, "configs/baselines/vgg16_cifar10.py"),
+        ("dcff_googlenet", CifarGoogLeNet(googlenet["pre"], googlenet["inceptions"]), False,
+         "configs/dcff/googlenet_cifar10.py"),
+        ("googlenet", CifarGoogLeNet(192, GOOGLENET), True,
+         "configs/baselines/googlenet_cifar10.py")]
     nets, directories, previous = {}, [], None
     for seed, (name, net, legacy, config) in enumerate(cases):
         net = previous = randomized(net, seed) if net is not None else previous
@@ -224,7 +288,8 @@ def test_files_that_do_not_fit_are_one_line_errors(tmp_path):
               "key 'extra.weight' fits no layer of this layout (1 keys left over)"),
              ("configs/baselines/resnet56_cifar10.py", "notes.pt", "not a torch file"),
              ("configs/baselines/resnet110_cifar10.py", "full.pt",
-              "(stage1: 9 blocks in the file, 18 blocks expected)"),
+              "(the file has stage2_block0/conv1 where the config's architecture has "
+              "stage1_block9/conv1)"),
              ("configs/pssnet/embedded.py", "full.pt", "has no import yet")]
     for config, name, message in cases:
         result = launch(f"--config={config}", "--mode=import",
