@@ -17,7 +17,10 @@ Layouts read so far (``LAYOUTS``):
   conv + BN in VGG-16's order, ``classifier``);
 - ``googlenet_cifar``: the official DCFF GoogLeNet (``CompactGoogLeNet`` /
   ``OriginGoogLeNet``: ``pre_layers``, inceptions ``a3`` ... ``b5`` with branches ``b1``-``b4``
-  as ``nn.Sequential`` of conv, BN, ReLU, ``linear``).
+  as ``nn.Sequential`` of conv, BN, ReLU, ``linear``);
+- ``resnet_imagenet``: ResNet-50 in torchvision's layout (torchvision's ``resnet50`` and the
+  official DCFF ImageNet ``CompactResNet``: bottlenecks ``conv1``-``conv3``, projection
+  shortcuts ``downsample.{0,1}``, ``fc``).
 """
 
 from __future__ import annotations
@@ -177,11 +180,46 @@ def googlenet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
+def resnet_imagenet(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of a torchvision-layout ResNet-50 (torchvision's
+    ``resnet50`` and the official DCFF ImageNet ``CompactResNet``): ``conv1``/``bn1``,
+    ``layer{1..4}.{b}.conv{1,2,3}``/``bn{1,2,3}``, ``layer{s}.0.downsample.{0,1}``, ``fc``."""
+    reader = _Reader(state, source)
+    params, stats = {"stem_conv": reader.conv("conv1")}, {}
+    params["stem_bn"], stats["stem_bn"] = reader.bn("bn1")
+    stages = []
+    for s in (1, 2, 3, 4):
+        blocks, b = [], 0
+        while f"layer{s}.{b}.conv1.weight" in state:
+            name, prefix = f"stage{s}_block{b}", f"layer{s}.{b}"
+            block, block_stats = {}, {}
+            for i in (1, 2, 3):
+                block[f"conv{i}"] = reader.conv(f"{prefix}.conv{i}")
+                block[f"bn{i}"], block_stats[f"bn{i}"] = reader.bn(f"{prefix}.bn{i}")
+            if b == 0:
+                block["downsample_conv"] = reader.conv(f"{prefix}.downsample.0")
+                block["downsample_bn"], block_stats["downsample_bn"] = reader.bn(
+                    f"{prefix}.downsample.1")
+            params[name], stats[name] = block, block_stats
+            blocks.append([int(block[f"conv{i}"]["kernel"].shape[-1]) for i in (1, 2, 3)])
+            b += 1
+        if not blocks:
+            raise ImportMismatch(f"{source}: key 'layer{s}.0.conv1.weight' is missing for the "
+                                 f"ResNet-50 layout")
+        stages.append(blocks)
+    params["fc"] = reader.linear("fc")
+    reader.finish()
+    stem = params["stem_conv"]["kernel"]
+    arch = {"family": "resnet_imagenet", "num_classes": int(params["fc"]["kernel"].shape[1]),
+            "in_channels": int(stem.shape[2]), "stem": int(stem.shape[3]), "stages": stages}
+    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+
+
 # (Sequential, index of the conv in it) of each branch conv, in BRANCH_CONVS' order
 GOOGLENET_BRANCH_KEYS = (("b1", 0), ("b2", 0), ("b2", 3), ("b3", 0), ("b3", 3), ("b3", 6),
                          ("b4", 1))
 LAYOUTS = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar,
-           "googlenet_cifar": googlenet_cifar}
+           "googlenet_cifar": googlenet_cifar, "resnet_imagenet": resnet_imagenet}
 
 
 def detect_layout(state: dict, source: str) -> str:
@@ -191,6 +229,8 @@ def detect_layout(state: dict, source: str) -> str:
         return "vgg_cifar"
     if "pre_layers.0.weight" in state:
         return "googlenet_cifar"
+    if "conv1.weight" in state and "layer4.0.conv3.weight" in state:
+        return "resnet_imagenet"
     if "conv1.weight" in state and any(re.fullmatch(r"layer1\.0\.conv1\.weight", k)
                                        for k in keys) and not any(
             k.startswith("layer4.") for k in keys) and state["conv1.weight"].shape[-1] == 3:

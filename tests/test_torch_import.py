@@ -1,4 +1,4 @@
-"""Importing published CIFAR ResNets, VGG-16s and GoogLeNets (``--mode=import``,
+"""Importing published CIFAR ResNets, VGG-16s, GoogLeNets and ResNet-50s (``--mode=import``,
 common_jax/torch_import.py) gives the logits of the PyTorch model, in float64 to 1e-10.
 
 The PyTorch modules here are written for the test from the official DCFF code's layout
@@ -9,7 +9,8 @@ the ``OriginResNet`` baseline names its classifier ``linear``; ``Compact_VGG``:
 ``pre_layers``, inceptions ``a3``-``b5`` whose branches ``b1``-``b4`` are Sequentials of conv,
 BN, ReLU (``b4`` after a max-pool), ``linear``), with random weights and non-trivial BN
 statistics; their key lists are pinned (ResNet-56 332 keys, ResNet-110 656, VGG-16 93,
-GoogLeNet 450).
+GoogLeNet 450, ResNet-50 in torchvision's layout 320 keys and 25,557,032 parameters; that
+layout is also the official DCFF ImageNet ``CompactResNet``'s).
 The widths of the DCFF file are those of the config's rate string (what the import checks);
 the mapping of every tensor is what the logits test.
 
@@ -141,6 +142,47 @@ class CifarGoogLeNet(nn.Module):
         return self.linear(self.avgpool(x).flatten(1))
 
 
+class Bottleneck(nn.Module):
+    def __init__(self, cin, widths, stride, project):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.conv1, self.bn1 = nn.Conv2d(cin, c1, 1, bias=False), nn.BatchNorm2d(c1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c2)
+        self.conv3, self.bn3 = nn.Conv2d(c2, c3, 1, bias=False), nn.BatchNorm2d(c3)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, c3, 1, stride, bias=False),
+                                        nn.BatchNorm2d(c3)) if project else None
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(y)))))
+        return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ImagenetResNet(nn.Module):
+    """torchvision's ResNet-50 layout (v1.5) for per-block widths (c1, c2, c3)."""
+
+    def __init__(self, stem, stages, num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        cin = stem
+        for s, blocks in enumerate(stages):
+            layer = []
+            for b, widths in enumerate(blocks):
+                layer.append(Bottleneck(cin, widths, (1, 2, 2, 2)[s] if b == 0 else 1, b == 0))
+                cin = widths[2]
+            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        for s in range(4):
+            x = getattr(self, f"layer{s + 1}")(x)
+        return self.fc(x.mean((2, 3)))
+
+
+RESNET50 = [[[w, w, 4 * w]] * n for w, n in ((64, 3), (128, 4), (256, 6), (512, 3))]
 GOOGLENET = [[64, 96, 128, 16, 32, 32, 32], [128, 128, 192, 32, 96, 96, 64],
              [192, 96, 208, 16, 48, 48, 64], [160, 112, 224, 24, 64, 64, 64],
              [128, 128, 256, 24, 64, 64, 64], [112, 144, 288, 32, 64, 64, 64],
@@ -186,6 +228,10 @@ def test_reference_modules_have_the_official_key_layout(depth, count):
     assert [k for k in googlenet if k.startswith("a3.b4.")][:2] == ["a3.b4.1.weight",
                                                                    "a3.b4.1.bias"]
     assert googlenet[-2:] == ["linear.weight", "linear.bias"]
+    resnet50 = ImagenetResNet(64, RESNET50).state_dict()
+    assert len(resnet50) == 320 and "layer3.0.downsample.1.running_var" in resnet50
+    assert sum(v.numel() for k, v in resnet50.items() if "running" not in k
+               and "num_batches" not in k) == 25_557_032  # torchvision's resnet50
 
 
 JAX_LOGITS = r"""
@@ -236,6 +282,8 @@ def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
                                         in_channels=3)
     googlenet, _ = architectures.compact_arch("googlenet", config_rates("googlenet_cifar10"),
                                               num_classes=10, in_channels=3)
+    resnet50, _ = architectures.compact_arch(
+        "resnet50", config_rates("resnet50_imagenet_cos1023m"), num_classes=1000, in_channels=3)
     cases = [  # name, network (None: the previous one), legacy format, config
         ("dcff_resnet56_zip", CifarResNet(resnet["stem"], resnet["stages"]), False,
          "configs/dcff/resnet56_cifar10.py"),
@@ -248,7 +296,9 @@ def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
         ("dcff_googlenet", CifarGoogLeNet(googlenet["pre"], googlenet["inceptions"]), False,
          "configs/dcff/googlenet_cifar10.py"),
         ("googlenet", CifarGoogLeNet(192, GOOGLENET), True,
-         "configs/baselines/googlenet_cifar10.py")]
+         "configs/baselines/googlenet_cifar10.py"),
+        ("dcff_resnet50", ImagenetResNet(resnet50["stem"], resnet50["stages"]), False,
+         "configs/dcff/resnet50_imagenet_cos1023m.py")]
     nets, directories, previous = {}, [], None
     for seed, (name, net, legacy, config) in enumerate(cases):
         net = previous = randomized(net, seed) if net is not None else previous
