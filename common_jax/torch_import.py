@@ -20,7 +20,9 @@ Layouts read so far (``LAYOUTS``):
   as ``nn.Sequential`` of conv, BN, ReLU, ``linear``);
 - ``resnet_imagenet``: ResNet-50 in torchvision's layout (torchvision's ``resnet50`` and the
   official DCFF ImageNet ``CompactResNet``: bottlenecks ``conv1``-``conv3``, projection
-  shortcuts ``downsample.{0,1}``, ``fc``).
+  shortcuts ``downsample.{0,1}``, ``fc``);
+- ``mobilenet_v2``: torchvision's ``mobilenet_v2`` (``features.{i}`` inverted residuals,
+  ``classifier.1``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import re
 import numpy as np
 
 from common_jax import data, export, models, storage, torch_files
-from common_jax.models import googlenet_cifar as googlenet_lib, vgg_cifar as vgg_lib
+from common_jax.models import googlenet_cifar as googlenet_lib, mobilenet as mobilenet_lib
+from common_jax.models import vgg_cifar as vgg_lib
 
 
 class ImportMismatch(ValueError):
@@ -215,11 +218,50 @@ def resnet_imagenet(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
+def mobilenet_v2(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
+    """(description, variables) of torchvision's ``mobilenet_v2`` layout: ``features.0``
+    stem (conv ``.0``, BN ``.1``), ``features.1`` (depthwise ``conv.0.{0,1}``, project
+    ``conv.{1,2}``), ``features.2``-``17`` (expand ``conv.0.{0,1}``, depthwise ``conv.1.{0,1}``,
+    project ``conv.{2,3}``), ``features.18`` tail, ``classifier.1``. Strides are not stored:
+    those of the standard ImageNet network (``mobilenet.v2_arch``)."""
+    reader, params, stats = _Reader(state, source), {}, {}
+
+    def unit(name, conv_key, bn_key):
+        params[f"{name}_conv"] = reader.conv(conv_key)
+        params[f"{name}_bn"], stats[f"{name}_bn"] = reader.bn(bn_key)
+        return int(params[f"{name}_conv"]["kernel"].shape[-1])
+
+    template = mobilenet_lib.v2_arch()
+    stem, cin, blocks = unit("stem", "features.0.0", "features.0.1"), None, []
+    cin = stem
+    for i, block in enumerate(template["blocks"]):
+        prefix = f"features.{i + 1}.conv"
+        if f"{prefix}.3.weight" in state:  # an expansion conv: the block's units shift by one
+            expand = unit(f"block{i}_expand", f"{prefix}.0.0", f"{prefix}.0.1")
+            unit(f"block{i}_dw", f"{prefix}.1.0", f"{prefix}.1.1")
+            out = unit(f"block{i}_pw", f"{prefix}.2", f"{prefix}.3")
+        else:
+            expand = 0
+            unit(f"block{i}_dw", f"{prefix}.0.0", f"{prefix}.0.1")
+            out = unit(f"block{i}_pw", f"{prefix}.1", f"{prefix}.2")
+        blocks.append({"expand": expand, "out": out, "stride": block["stride"],
+                       "residual": block["stride"] == 1 and cin == out})
+        cin = out
+    tail = unit("tail", f"features.{len(blocks) + 1}.0", f"features.{len(blocks) + 1}.1")
+    params["fc"] = reader.linear("classifier.1")
+    reader.finish()
+    arch = {**template, "num_classes": int(params["fc"]["kernel"].shape[1]),
+            "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
+            "tail": tail, "blocks": blocks}
+    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+
+
 # (Sequential, index of the conv in it) of each branch conv, in BRANCH_CONVS' order
 GOOGLENET_BRANCH_KEYS = (("b1", 0), ("b2", 0), ("b2", 3), ("b3", 0), ("b3", 3), ("b3", 6),
                          ("b4", 1))
 LAYOUTS = {"resnet_cifar": resnet_cifar, "vgg_cifar": vgg_cifar,
-           "googlenet_cifar": googlenet_cifar, "resnet_imagenet": resnet_imagenet}
+           "googlenet_cifar": googlenet_cifar, "resnet_imagenet": resnet_imagenet,
+           "mobilenet_v2": mobilenet_v2}
 
 
 def detect_layout(state: dict, source: str) -> str:
@@ -227,6 +269,8 @@ def detect_layout(state: dict, source: str) -> str:
     keys = list(state)
     if "features.0.weight" in state and "classifier.weight" in state:
         return "vgg_cifar"
+    if "features.0.0.weight" in state and "classifier.1.weight" in state:
+        return "mobilenet_v2"
     if "pre_layers.0.weight" in state:
         return "googlenet_cifar"
     if "conv1.weight" in state and "layer4.0.conv3.weight" in state:

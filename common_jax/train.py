@@ -89,7 +89,7 @@ def train_network(config, arch: dict, workdir: str, stop_after, compiles,
 def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
     """Exports a published baseline state dict read from ``source`` (widths those of
     ``config.model``; CIFAR ResNets, VGG-16 and GoogLeNet in the official DCFF code's
-    layout, ResNet-50 in torchvision's)."""
+    layout, ResNet-50 and MobileNetV2 in torchvision's)."""
     return torch_import.export_imported(config, source, arch_of(config), directory,
                                         thop_pool="functional")
 

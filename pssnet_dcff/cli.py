@@ -66,7 +66,7 @@ MODES_HELP = """modes (--mode):
   profile        per-group FLOPs/params table and JSON totals; compiles nothing
   latency_table  PSS-Net: measure the latency table of the structure space on this device
   import         --import_from=FILE: a published PyTorch file (DCFF compact and baseline
-                 CIFAR ResNets, VGG-16, GoogLeNet, ResNet-50) as an export in --export_dir
+                 CIFAR ResNets, VGG-16, GoogLeNet, ResNet-50; torchvision MobileNetV2)
 """
 
 

@@ -1,5 +1,6 @@
-"""Importing published CIFAR ResNets, VGG-16s, GoogLeNets and ResNet-50s (``--mode=import``,
-common_jax/torch_import.py) gives the logits of the PyTorch model, in float64 to 1e-10.
+"""Importing published CIFAR ResNets, VGG-16s, GoogLeNets, ResNet-50s and MobileNetV2s
+(``--mode=import``, common_jax/torch_import.py) gives the logits of the PyTorch model, in
+float64 to 1e-10.
 
 The PyTorch modules here are written for the test from the official DCFF code's layout
 (``CompactResNet``: ``conv1``/``bn1``, ``layer{s}.{b}.conv{1,2}``/``bn{1,2}``, option-A
@@ -9,8 +10,9 @@ the ``OriginResNet`` baseline names its classifier ``linear``; ``Compact_VGG``:
 ``pre_layers``, inceptions ``a3``-``b5`` whose branches ``b1``-``b4`` are Sequentials of conv,
 BN, ReLU (``b4`` after a max-pool), ``linear``), with random weights and non-trivial BN
 statistics; their key lists are pinned (ResNet-56 332 keys, ResNet-110 656, VGG-16 93,
-GoogLeNet 450, ResNet-50 in torchvision's layout 320 keys and 25,557,032 parameters; that
-layout is also the official DCFF ImageNet ``CompactResNet``'s).
+GoogLeNet 450, ResNet-50 in torchvision's layout 320 keys and 25,557,032 parameters (also
+the official DCFF ImageNet ``CompactResNet``'s layout), torchvision's MobileNetV2 314 keys and
+3,504,872 parameters).
 The widths of the DCFF file are those of the config's rate string (what the import checks);
 the mapping of every tensor is what the logits test.
 
@@ -182,6 +184,42 @@ class ImagenetResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+def conv_bn_relu6(cin, cout, kernel, stride=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
+                                   bias=False), nn.BatchNorm2d(cout), nn.ReLU6(True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expansion):
+        super().__init__()
+        hidden = cin * expansion
+        layers = [conv_bn_relu6(cin, hidden, 1)] if expansion != 1 else []
+        self.conv = nn.Sequential(*layers, conv_bn_relu6(hidden, hidden, 3, stride, hidden),
+                                  nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class TorchvisionMobileNetV2(nn.Module):
+    """torchvision's mobilenet_v2 layout, written for the test."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        layers, cin = [conv_bn_relu6(3, 32, 3, 2)], 32
+        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*layers, conv_bn_relu6(cin, 1280, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
 RESNET50 = [[[w, w, 4 * w]] * n for w, n in ((64, 3), (128, 4), (256, 6), (512, 3))]
 GOOGLENET = [[64, 96, 128, 16, 32, 32, 32], [128, 128, 192, 32, 96, 96, 64],
              [192, 96, 208, 16, 48, 48, 64], [160, 112, 224, 24, 64, 64, 64],
@@ -232,6 +270,12 @@ def test_reference_modules_have_the_official_key_layout(depth, count):
     assert len(resnet50) == 320 and "layer3.0.downsample.1.running_var" in resnet50
     assert sum(v.numel() for k, v in resnet50.items() if "running" not in k
                and "num_batches" not in k) == 25_557_032  # torchvision's resnet50
+    mobilenet = TorchvisionMobileNetV2().state_dict()
+    assert len(mobilenet) == 314 and list(mobilenet)[-2:] == ["classifier.1.weight",
+                                                              "classifier.1.bias"]
+    assert "features.1.conv.0.0.weight" in mobilenet and "features.2.conv.3.weight" in mobilenet
+    assert sum(v.numel() for k, v in mobilenet.items() if "running" not in k
+               and "num_batches" not in k) == 3_504_872  # torchvision's mobilenet_v2
 
 
 JAX_LOGITS = r"""
@@ -298,7 +342,9 @@ def test_imported_cifar_models_give_the_pytorch_logits_in_float64(tmp_path):
         ("googlenet", CifarGoogLeNet(192, GOOGLENET), True,
          "configs/baselines/googlenet_cifar10.py"),
         ("dcff_resnet50", ImagenetResNet(resnet50["stem"], resnet50["stages"]), False,
-         "configs/dcff/resnet50_imagenet_cos1023m.py")]
+         "configs/dcff/resnet50_imagenet_cos1023m.py"),
+        ("mobilenet_v2", TorchvisionMobileNetV2(), True,
+         "configs/baselines/mobilenet_v2_imagenet.py")]
     nets, directories, previous = {}, [], None
     for seed, (name, net, legacy, config) in enumerate(cases):
         net = previous = randomized(net, seed) if net is not None else previous
