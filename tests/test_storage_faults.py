@@ -126,6 +126,16 @@ def test_storage_faults_never_lose_a_checkpoint_and_fail_in_one_line(tmp_path):
         assert "compil" not in denied.stdout
         assert not [n for n in gcs.names("my-bucket") if n.startswith("runs/denied")]
 
+    # The same refusal for a local workdir, through the command line: nothing moves.
+    local = tmp_path / "local"
+    before = sorted(os.listdir(local / "checkpoints"))
+    wider = launch(*FLAGS, f"--workdir={local}", "--config.model.width_mult=0.5")
+    assert wider.returncode == 2 and error_lines(wider) == [
+        f"error: --workdir={local} was trained with another config (model.width_mult: 0.25 -> "
+        f"0.5; params/fc/kernel (16,10) on disk, (32,10) now); use a new --workdir or the "
+        f"original config"], wider.stderr[-2000:]
+    assert sorted(os.listdir(local / "checkpoints")) == before == ["16", "8"]
+
     # No server at all: one line within 30 s (gcsfs alone would retry for about a minute).
     nowhere = dict(env, **environment(f"http://127.0.0.1:{free_port()}"))
     start = time.monotonic()
