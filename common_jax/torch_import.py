@@ -82,6 +82,34 @@ class _Reader:
             self.used.add(prefix + ".num_batches_tracked")
         return params, stats
 
+    def conv_bn(self, params: dict, stats: dict, names: tuple[str, str], conv_key: str,
+                bn_key: str, bias: bool = False) -> int:
+        """Fills ``params``/``stats`` with one conv (``names[0]``; with ``bias`` its bias too)
+        and its BN (``names[1]``); returns the conv's width."""
+        conv, norm = names
+        params[conv] = self.conv(conv_key)
+        if bias:
+            params[conv]["bias"] = self.take(conv_key + ".bias", 1)
+        params[norm], stats[norm] = self.bn(bn_key)
+        return int(params[conv]["kernel"].shape[-1])
+
+    def stages(self, params: dict, stats: dict, count: int, read_block, layout: str) -> list:
+        """The ``layer{1..count}.{b}`` blocks of a ResNet: ``read_block(block_params,
+        block_stats, prefix, b)`` fills one block and returns its widths."""
+        stages = []
+        for s in range(1, count + 1):
+            blocks, b = [], 0
+            while f"layer{s}.{b}.conv1.weight" in self.state:
+                name = f"stage{s}_block{b}"
+                params[name], stats[name] = {}, {}
+                blocks.append(read_block(params[name], stats[name], f"layer{s}.{b}", b))
+                b += 1
+            if not blocks:
+                raise ImportMismatch(f"{self.source}: key 'layer{s}.0.conv1.weight' is missing "
+                                     f"for the {layout} layout")
+            stages.append(blocks)
+        return stages
+
     def linear(self, prefix: str) -> dict:
         return {"kernel": self.take(prefix + ".weight", 2).T,
                 "bias": self.take(prefix + ".bias", 1)}
@@ -102,33 +130,19 @@ def _cast(tree):
 
 def resnet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of an official DCFF/HRank CIFAR ResNet state dict."""
-    reader = _Reader(state, source)
-    params, stats = {"stem_conv": reader.conv("conv1")}, {}
-    params["stem_bn"], stats["stem_bn"] = reader.bn("bn1")
-    stem = params["stem_conv"]["kernel"]
-    stages = []
-    for s in (1, 2, 3):
-        blocks, b = [], 0
-        while f"layer{s}.{b}.conv1.weight" in state:
-            name, prefix = f"stage{s}_block{b}", f"layer{s}.{b}"
-            block = {"conv1": reader.conv(prefix + ".conv1"), "conv2": reader.conv(prefix + ".conv2")}
-            block_stats = {}
-            block["bn1"], block_stats["bn1"] = reader.bn(prefix + ".bn1")
-            block["bn2"], block_stats["bn2"] = reader.bn(prefix + ".bn2")
-            params[name], stats[name] = block, block_stats
-            blocks.append([int(block["conv1"]["kernel"].shape[-1]),
-                           int(block["conv2"]["kernel"].shape[-1])])
-            b += 1
-        if not blocks:
-            raise ImportMismatch(f"{source}: key 'layer{s}.0.conv1.weight' is missing for the "
-                                 f"CIFAR ResNet layout")
-        stages.append(blocks)
-    head = "fc" if "fc.weight" in state else "linear"
-    params["fc"] = reader.linear(head)
+    reader, params, stats = _Reader(state, source), {}, {}
+    stem = reader.conv_bn(params, stats, ("stem_conv", "stem_bn"), "conv1", "bn1")
+
+    def block(block_params, block_stats, prefix, _):
+        return [reader.conv_bn(block_params, block_stats, (f"conv{i}", f"bn{i}"),
+                               f"{prefix}.conv{i}", f"{prefix}.bn{i}") for i in (1, 2)]
+
+    stages = reader.stages(params, stats, 3, block, "CIFAR ResNet")
+    params["fc"] = reader.linear("fc" if "fc.weight" in state else "linear")
     reader.finish()
     arch = {"family": "resnet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
-            "in_channels": int(stem.shape[2]), "stem": int(stem.shape[3]), "stages": stages,
-            "thop_pool": thop_pool}
+            "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
+            "stages": stages, "thop_pool": thop_pool}
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
@@ -142,10 +156,8 @@ def vgg_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[di
             features.append("M")
             index += 1
             continue
-        prefix = f"features.{index}"
-        params[f"conv{conv}"] = {**reader.conv(prefix), "bias": reader.take(prefix + ".bias", 1)}
-        params[f"bn{conv}"], stats[f"bn{conv}"] = reader.bn(f"features.{index + 1}")
-        features.append(int(params[f"conv{conv}"]["kernel"].shape[-1]))
+        features.append(reader.conv_bn(params, stats, (f"conv{conv}", f"bn{conv}"),
+                                       f"features.{index}", f"features.{index + 1}", bias=True))
         index, conv = index + 3, conv + 1
     params["fc"] = reader.linear("classifier")
     reader.finish()
@@ -159,22 +171,16 @@ def googlenet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     ``OriginGoogLeNet``): ``pre_layers.{0,1}``, per inception ``b1.{0,1}``,
     ``b2.{0,1,3,4}``, ``b3.{0,1,3,4,6,7}``, ``b4.{1,2}`` (conv with bias, BN), ``linear``."""
     reader, params, stats = _Reader(state, source), {}, {}
-
-    def unit(target_params, target_stats, name, conv_key, bn_key):
-        target_params[f"{name}_conv"] = {**reader.conv(conv_key),
-                                         "bias": reader.take(conv_key + ".bias", 1)}
-        target_params[f"{name}_bn"], target_stats[f"{name}_bn"] = reader.bn(bn_key)
-        return int(target_params[f"{name}_conv"]["kernel"].shape[-1])
-
-    pre = unit(params, stats, "pre", "pre_layers.0", "pre_layers.1")
+    pre = reader.conv_bn(params, stats, ("pre_conv", "pre_bn"), "pre_layers.0", "pre_layers.1",
+                         bias=True)
     inceptions = []
     for name in googlenet_lib.INCEPTION_NAMES:
-        block, block_stats, widths = {}, {}, []
-        for conv, (sequence, index) in zip(googlenet_lib.BRANCH_CONVS, GOOGLENET_BRANCH_KEYS):
-            widths.append(unit(block, block_stats, conv, f"{name}.{sequence}.{index}",
-                               f"{name}.{sequence}.{index + 1}"))
-        params[name], stats[name] = block, block_stats
-        inceptions.append(widths)
+        params[name], stats[name] = {}, {}
+        inceptions.append([reader.conv_bn(
+            params[name], stats[name], (f"{conv}_conv", f"{conv}_bn"),
+            f"{name}.{sequence}.{index}", f"{name}.{sequence}.{index + 1}", bias=True)
+            for conv, (sequence, index) in zip(googlenet_lib.BRANCH_CONVS,
+                                               GOOGLENET_BRANCH_KEYS)])
     params["fc"] = reader.linear("linear")
     reader.finish()
     arch = {"family": "googlenet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
@@ -187,34 +193,23 @@ def resnet_imagenet(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     """(description, variables) of a torchvision-layout ResNet-50 (torchvision's
     ``resnet50`` and the official DCFF ImageNet ``CompactResNet``): ``conv1``/``bn1``,
     ``layer{1..4}.{b}.conv{1,2,3}``/``bn{1,2,3}``, ``layer{s}.0.downsample.{0,1}``, ``fc``."""
-    reader = _Reader(state, source)
-    params, stats = {"stem_conv": reader.conv("conv1")}, {}
-    params["stem_bn"], stats["stem_bn"] = reader.bn("bn1")
-    stages = []
-    for s in (1, 2, 3, 4):
-        blocks, b = [], 0
-        while f"layer{s}.{b}.conv1.weight" in state:
-            name, prefix = f"stage{s}_block{b}", f"layer{s}.{b}"
-            block, block_stats = {}, {}
-            for i in (1, 2, 3):
-                block[f"conv{i}"] = reader.conv(f"{prefix}.conv{i}")
-                block[f"bn{i}"], block_stats[f"bn{i}"] = reader.bn(f"{prefix}.bn{i}")
-            if b == 0:
-                block["downsample_conv"] = reader.conv(f"{prefix}.downsample.0")
-                block["downsample_bn"], block_stats["downsample_bn"] = reader.bn(
-                    f"{prefix}.downsample.1")
-            params[name], stats[name] = block, block_stats
-            blocks.append([int(block[f"conv{i}"]["kernel"].shape[-1]) for i in (1, 2, 3)])
-            b += 1
-        if not blocks:
-            raise ImportMismatch(f"{source}: key 'layer{s}.0.conv1.weight' is missing for the "
-                                 f"ResNet-50 layout")
-        stages.append(blocks)
+    reader, params, stats = _Reader(state, source), {}, {}
+    stem = reader.conv_bn(params, stats, ("stem_conv", "stem_bn"), "conv1", "bn1")
+
+    def block(block_params, block_stats, prefix, b):
+        widths = [reader.conv_bn(block_params, block_stats, (f"conv{i}", f"bn{i}"),
+                                 f"{prefix}.conv{i}", f"{prefix}.bn{i}") for i in (1, 2, 3)]
+        if b == 0:
+            reader.conv_bn(block_params, block_stats, ("downsample_conv", "downsample_bn"),
+                           f"{prefix}.downsample.0", f"{prefix}.downsample.1")
+        return widths
+
+    stages = reader.stages(params, stats, 4, block, "ResNet-50")
     params["fc"] = reader.linear("fc")
     reader.finish()
-    stem = params["stem_conv"]["kernel"]
     arch = {"family": "resnet_imagenet", "num_classes": int(params["fc"]["kernel"].shape[1]),
-            "in_channels": int(stem.shape[2]), "stem": int(stem.shape[3]), "stages": stages}
+            "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
+            "stages": stages}
     return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
 
 
@@ -227,13 +222,11 @@ def mobilenet_v2(state: dict, source: str, thop_pool: str = "adaptive") -> tuple
     reader, params, stats = _Reader(state, source), {}, {}
 
     def unit(name, conv_key, bn_key):
-        params[f"{name}_conv"] = reader.conv(conv_key)
-        params[f"{name}_bn"], stats[f"{name}_bn"] = reader.bn(bn_key)
-        return int(params[f"{name}_conv"]["kernel"].shape[-1])
+        return reader.conv_bn(params, stats, (f"{name}_conv", f"{name}_bn"), conv_key, bn_key)
 
     template = mobilenet_lib.v2_arch()
-    stem, cin, blocks = unit("stem", "features.0.0", "features.0.1"), None, []
-    cin = stem
+    stem = cin = unit("stem", "features.0.0", "features.0.1")
+    blocks = []
     for i, block in enumerate(template["blocks"]):
         prefix = f"features.{i + 1}.conv"
         if f"{prefix}.3.weight" in state:  # an expansion conv: the block's units shift by one
@@ -285,8 +278,9 @@ def detect_layout(state: dict, source: str) -> str:
 
 def read(path: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of the torch file at ``path``."""
-    state = state_dict_of(torch_files.load(path), str(path))
-    return LAYOUTS[detect_layout(state, str(path))](state, str(path), thop_pool)
+    source = str(path)
+    state = state_dict_of(torch_files.load(path), source)
+    return LAYOUTS[detect_layout(state, source)](state, source, thop_pool)
 
 
 def first_difference(arch: dict, expected: dict, image_size: int = 32) -> str | None:

@@ -56,6 +56,18 @@ class Block(nn.Module):
         return F.relu(y + x)
 
 
+def add_stages(net, cin, stages, strides, make_block):
+    """Sets ``net.layer{s}`` to the Sequential of ``make_block(cin, widths, stride, first)``
+    blocks (whose ``out`` is the next input width); returns the last width."""
+    for s, blocks in enumerate(stages):
+        layer = []
+        for b, widths in enumerate(blocks):
+            layer.append(make_block(cin, widths, strides[s] if b == 0 else 1, b == 0))
+            cin = layer[-1].out
+        setattr(net, f"layer{s + 1}", nn.Sequential(*layer))
+    return cin
+
+
 class CifarResNet(nn.Module):
     """``stages``: per stage, per block (conv1 width, conv2 width)."""
 
@@ -63,13 +75,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
-        cin = stem
-        for s, blocks in enumerate(stages):
-            layer = []
-            for b, (mid, out) in enumerate(blocks):
-                layer.append(Block(cin, mid, out, STRIDES[s] if b == 0 else 1))
-                cin = out
-            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        cin = add_stages(self, stem, stages, STRIDES,
+                         lambda cin, widths, stride, _: Block(cin, *widths, stride))
         self.head = head
         setattr(self, head, nn.Linear(cin, num_classes))
 
@@ -154,6 +161,7 @@ class Bottleneck(nn.Module):
         self.conv3, self.bn3 = nn.Conv2d(c2, c3, 1, bias=False), nn.BatchNorm2d(c3)
         self.downsample = nn.Sequential(nn.Conv2d(cin, c3, 1, stride, bias=False),
                                         nn.BatchNorm2d(c3)) if project else None
+        self.out = c3
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -168,13 +176,7 @@ class ImagenetResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
-        cin = stem
-        for s, blocks in enumerate(stages):
-            layer = []
-            for b, widths in enumerate(blocks):
-                layer.append(Bottleneck(cin, widths, (1, 2, 2, 2)[s] if b == 0 else 1, b == 0))
-                cin = widths[2]
-            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        cin = add_stages(self, stem, stages, (1, 2, 2, 2), Bottleneck)
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
