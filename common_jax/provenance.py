@@ -1,6 +1,6 @@
 """Where a raw output came from: the commit, the command, the date and the config's digest.
 
-Every raw output of the project (a run's ``provenance.json``, the evidence studies' and the
+Every raw output of the project (a run's ``provenance.jsonl``, the evidence studies' and the
 benchmarks' JSON files) carries ``provenance(...)``, so a number can be traced to the code
 and the config that produced it. Reading it needs neither JAX nor a network.
 """

@@ -159,8 +159,8 @@ def import_published(config, workdir: str, source: str, directory: str | None = 
     trainer = registry.method(config.method)
     if not hasattr(trainer, "import_published"):
         raise ValueError(f"--mode=import: config.method={config.method!r} has no import yet; "
-                         f"DCFF and baseline configs of the CIFAR ResNets, VGG-16, GoogLeNet "
-                         f", ResNet-50 and torchvision's MobileNetV2 can be imported")
+                         f"DCFF and baseline configs of the CIFAR ResNets, VGG-16, GoogLeNet, "
+                         f"ResNet-50 and torchvision's MobileNetV2 can be imported")
     directory = directory or paths.join(workdir, "export")
     storage.check_readable(source, " (--import_from)")
     return trainer.import_published(config, source, directory)
