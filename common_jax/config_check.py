@@ -28,8 +28,9 @@ def _one_of(key: str, value, allowed) -> None:
     _require(value in allowed, f"config.{key}={value!r}: expected one of {list(allowed)}")
 
 
-def validate(config) -> None:
-    """Raises ValueError for the first invalid value of the common keys of ``config``."""
+def validate(config, init_from_export: bool = True) -> None:
+    """Raises ValueError for the first invalid value of the common keys of ``config``;
+    ``init_from_export=False``: the method checks what ``config.init_from`` names itself."""
     for key in ("batch_size", "log_every_steps", "keep_checkpoints"):
         _positive_int(config, key)
     for key in ("eval_batch_size", "num_epochs", "num_train_steps", "eval_every_steps",
@@ -47,7 +48,7 @@ def validate(config) -> None:
     _one_of("export.format", config.export.format, artifacts.FORMATS)
     _require(isinstance(config.export.all, bool),
              f"config.export.all={config.export.all!r}: expected True or False")
-    if config.init_from:
+    if config.init_from and init_from_export:
         _require(storage.exists(paths.join(config.init_from, "model.json")),
                  f"config.init_from={config.init_from!r} is not an exported model (no "
                  f"model.json)")

@@ -265,9 +265,9 @@ class Loop:
                 "train_window": self.window.host_values(), "last_train": self.window.last,
                 "best": self.best, "method": method_host}
 
-    def close(self) -> dict | None:
-        """Waits for pending checkpoints; None when training is complete, else the
-        ``{"step", "finished": False, "preempted"}`` result of a stopped invocation."""
+    def flush(self) -> None:
+        """Waits for pending checkpoints, then closes the manager, the preemption handler and
+        the metric writer."""
         if self.tracing:
             self._stop_trace()
         self.preemption.close()
@@ -276,6 +276,11 @@ class Loop:
         finally:
             checkpoint.close(self.mngr)
         self.writer.close()
+
+    def close(self) -> dict | None:
+        """Waits for pending checkpoints; None when training is complete, else the
+        ``{"step", "finished": False, "preempted"}`` result of a stopped invocation."""
+        self.flush()
         log.info("compilation: %s", self.compiles.line())
         if self.step >= self.run.total_steps:
             return None

@@ -55,7 +55,7 @@ def state_dict_of(obj, source: str) -> dict:
     return dict(obj)
 
 
-class _Reader:
+class Reader:
     """Takes tensors out of a state dict by key, so that leftovers can be reported."""
 
     def __init__(self, state: dict, source: str):
@@ -74,12 +74,15 @@ class _Reader:
     def conv(self, prefix: str) -> dict:
         return {"kernel": np.transpose(self.take(prefix + ".weight", 4), (2, 3, 1, 0))}
 
-    def bn(self, prefix: str) -> tuple[dict, dict]:
+    def bn(self, prefix: str, stats_prefix: str | None = None) -> tuple[dict, dict]:
+        """(scale/bias, mean/var) of a BatchNorm; ``stats_prefix``: where its statistics are
+        stored when not beside the affine parameters (a slimmable BN's ``X.bn``)."""
         params = {"scale": self.take(prefix + ".weight", 1), "bias": self.take(prefix + ".bias", 1)}
-        stats = {"mean": self.take(prefix + ".running_mean", 1),
-                 "var": self.take(prefix + ".running_var", 1)}
-        if prefix + ".num_batches_tracked" in self.state:
-            self.used.add(prefix + ".num_batches_tracked")
+        stats_prefix = stats_prefix or prefix
+        stats = {"mean": self.take(stats_prefix + ".running_mean", 1),
+                 "var": self.take(stats_prefix + ".running_var", 1)}
+        if stats_prefix + ".num_batches_tracked" in self.state:
+            self.used.add(stats_prefix + ".num_batches_tracked")
         return params, stats
 
     def conv_bn(self, params: dict, stats: dict, names: tuple[str, str], conv_key: str,
@@ -121,16 +124,16 @@ class _Reader:
                                  f"layout ({len(unused)} keys left over)")
 
 
-def _cast(tree):
+def cast(tree):
     """float32 copies (the project keeps params and statistics in float32)."""
     if isinstance(tree, dict):
-        return {k: _cast(v) for k, v in tree.items()}
+        return {k: cast(v) for k, v in tree.items()}
     return np.ascontiguousarray(tree, dtype=np.float32)
 
 
 def resnet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of an official DCFF/HRank CIFAR ResNet state dict."""
-    reader, params, stats = _Reader(state, source), {}, {}
+    reader, params, stats = Reader(state, source), {}, {}
     stem = reader.conv_bn(params, stats, ("stem_conv", "stem_bn"), "conv1", "bn1")
 
     def block(block_params, block_stats, prefix, _):
@@ -143,13 +146,13 @@ def resnet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple
     arch = {"family": "resnet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
             "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
             "stages": stages, "thop_pool": thop_pool}
-    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+    return arch, {"params": cast(params), "batch_stats": cast(stats)}
 
 
 def vgg_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of the official DCFF VGG-16 (``Compact_VGG``): ``features.{i}``
     conv (with bias) + BN + ReLU, or a max-pool, in VGG-16's order; ``classifier``."""
-    reader, params, stats, features = _Reader(state, source), {}, {}, []
+    reader, params, stats, features = Reader(state, source), {}, {}, []
     index = conv = 0
     for value in vgg_lib.VGG16:
         if value == "M":
@@ -163,14 +166,14 @@ def vgg_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[di
     reader.finish()
     arch = {"family": "vgg_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
             "in_channels": int(params["conv0"]["kernel"].shape[2]), "features": features}
-    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+    return arch, {"params": cast(params), "batch_stats": cast(stats)}
 
 
 def googlenet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of the official DCFF GoogLeNet (``CompactGoogLeNet`` /
     ``OriginGoogLeNet``): ``pre_layers.{0,1}``, per inception ``b1.{0,1}``,
     ``b2.{0,1,3,4}``, ``b3.{0,1,3,4,6,7}``, ``b4.{1,2}`` (conv with bias, BN), ``linear``."""
-    reader, params, stats = _Reader(state, source), {}, {}
+    reader, params, stats = Reader(state, source), {}, {}
     pre = reader.conv_bn(params, stats, ("pre_conv", "pre_bn"), "pre_layers.0", "pre_layers.1",
                          bias=True)
     inceptions = []
@@ -186,14 +189,14 @@ def googlenet_cifar(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     arch = {"family": "googlenet_cifar", "num_classes": int(params["fc"]["kernel"].shape[1]),
             "in_channels": int(params["pre_conv"]["kernel"].shape[2]), "pre": pre,
             "inceptions": inceptions}
-    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+    return arch, {"params": cast(params), "batch_stats": cast(stats)}
 
 
 def resnet_imagenet(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
     """(description, variables) of a torchvision-layout ResNet-50 (torchvision's
     ``resnet50`` and the official DCFF ImageNet ``CompactResNet``): ``conv1``/``bn1``,
     ``layer{1..4}.{b}.conv{1,2,3}``/``bn{1,2,3}``, ``layer{s}.0.downsample.{0,1}``, ``fc``."""
-    reader, params, stats = _Reader(state, source), {}, {}
+    reader, params, stats = Reader(state, source), {}, {}
     stem = reader.conv_bn(params, stats, ("stem_conv", "stem_bn"), "conv1", "bn1")
 
     def block(block_params, block_stats, prefix, b):
@@ -210,7 +213,7 @@ def resnet_imagenet(state: dict, source: str, thop_pool: str = "adaptive") -> tu
     arch = {"family": "resnet_imagenet", "num_classes": int(params["fc"]["kernel"].shape[1]),
             "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
             "stages": stages}
-    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+    return arch, {"params": cast(params), "batch_stats": cast(stats)}
 
 
 def mobilenet_v2(state: dict, source: str, thop_pool: str = "adaptive") -> tuple[dict, dict]:
@@ -219,7 +222,7 @@ def mobilenet_v2(state: dict, source: str, thop_pool: str = "adaptive") -> tuple
     ``conv.{1,2}``), ``features.2``-``17`` (expand ``conv.0.{0,1}``, depthwise ``conv.1.{0,1}``,
     project ``conv.{2,3}``), ``features.18`` tail, ``classifier.1``. Strides are not stored:
     those of the standard ImageNet network (``mobilenet.v2_arch``)."""
-    reader, params, stats = _Reader(state, source), {}, {}
+    reader, params, stats = Reader(state, source), {}, {}
 
     def unit(name, conv_key, bn_key):
         return reader.conv_bn(params, stats, (f"{name}_conv", f"{name}_bn"), conv_key, bn_key)
@@ -246,7 +249,7 @@ def mobilenet_v2(state: dict, source: str, thop_pool: str = "adaptive") -> tuple
     arch = {**template, "num_classes": int(params["fc"]["kernel"].shape[1]),
             "in_channels": int(params["stem_conv"]["kernel"].shape[2]), "stem": stem,
             "tail": tail, "blocks": blocks}
-    return arch, {"params": _cast(params), "batch_stats": _cast(stats)}
+    return arch, {"params": cast(params), "batch_stats": cast(stats)}
 
 
 # (Sequential, index of the conv in it) of each branch conv, in BRANCH_CONVS' order

@@ -86,7 +86,8 @@ def train_network(config, arch: dict, workdir: str, stop_after, compiles,
     return loop.write_summary(costs), state
 
 
-def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
+def import_published(config: ml_collections.ConfigDict, source: str, workdir: str,
+                     directory: str) -> str:
     """Exports a published baseline state dict read from ``source`` (widths those of
     ``config.model``; CIFAR ResNets, VGG-16 and GoogLeNet in the official DCFF code's
     layout, ResNet-50 and MobileNetV2 in torchvision's)."""

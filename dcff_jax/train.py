@@ -91,7 +91,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         return loop.write_summary(costs), state
 
 
-def import_published(config: ml_collections.ConfigDict, source: str, directory: str) -> str:
+def import_published(config: ml_collections.ConfigDict, source: str, workdir: str,
+                     directory: str) -> str:
     """Exports an official DCFF compact model (``model_best_compact.pt``) read from
     ``source``; its widths must be those of ``config.dcff.rates``."""
     return torch_import.export_imported(config, source, compact(config)[0], directory)

@@ -153,17 +153,14 @@ def export(config, workdir: str, directory: str | None = None, flops: float | No
 
 
 def import_published(config, workdir: str, source: str, directory: str | None = None) -> str:
-    """Imports a published PyTorch file (``--mode=import --import_from=PATH``) as an export
-    (default ``<workdir>/export``); read with an allowlist, no torch needed
-    (``common_jax.torch_import``)."""
+    """Imports a published PyTorch file (``--mode=import --import_from=PATH``), read with an
+    allowlist, no torch needed: a DCFF or baseline model as an export (default
+    ``<workdir>/export``; ``common_jax.torch_import``), an official PSS-Net checkpoint as the
+    workdir of a run (``pssnet_jax.torch_import``). Returns what was written."""
     trainer = registry.method(config.method)
-    if not hasattr(trainer, "import_published"):
-        raise ValueError(f"--mode=import: config.method={config.method!r} has no import yet; "
-                         f"DCFF and baseline configs of the CIFAR ResNets, VGG-16, GoogLeNet, "
-                         f"ResNet-50 and torchvision's MobileNetV2 can be imported")
-    directory = directory or paths.join(workdir, "export")
     storage.check_readable(source, " (--import_from)")
-    return trainer.import_published(config, source, directory)
+    return trainer.import_published(config, source, workdir,
+                                    directory or paths.join(workdir, "export"))
 
 
 def load_model(directory: str):

@@ -62,11 +62,13 @@ MODES_HELP = """modes (--mode):
   eval           evaluate the newest checkpoint (PSS-Net: re-run the subnet selection)
   export         write a plain model (PSS-Net: the best kept subnet for config.export);
                  --config.export.format=stablehlo|onnx adds a deployable artifact,
-                 --config.export.all=True (PSS-Net) every kept subnet and ladder.json
+                 --config.export.all=True (PSS-Net) every kept subnet and ladder.json,
+                 --config.export.subnet='{"resolution": R, "channels": [...]}' one subnet
   profile        per-group FLOPs/params table and JSON totals; compiles nothing
   latency_table  PSS-Net: measure the latency table of the structure space on this device
-  import         --import_from=FILE: a published PyTorch file (DCFF compact and baseline
-                 CIFAR ResNets, VGG-16, GoogLeNet, ResNet-50; torchvision MobileNetV2)
+  import         --import_from=FILE: a published PyTorch file as an export (DCFF compact
+                 and baseline CIFAR ResNets, VGG-16, GoogLeNet, ResNet-50; torchvision
+                 MobileNetV2), or an official PSS-Net checkpoint as --workdir (pools too)
 """
 
 

@@ -2,7 +2,9 @@
 
 Each module provides ``validate(config, need_latency_table)``, ``profiled_arch(config)``,
 ``train(config, workdir, stop_after)`` -> (summary, state), ``evaluate_checkpoint(config,
-workdir)`` and ``export_checkpoint(config, workdir, directory)``. A third method adds its
+workdir)``, ``export_checkpoint(config, workdir, directory)`` and ``import_published(config,
+source, workdir, directory)``; ``INIT_FROM = "workdir"`` when its ``config.init_from`` names a
+workdir of the method rather than an exported model. A third method adds its
 package and one line here; no file of ``common_jax`` changes (docs/architecture.md).
 """
 
@@ -31,7 +33,8 @@ def validate(config, need_latency_table: bool = True) -> None:
     """Every check of a resolved config: the common keys, then the method's section (a PSS-Net
     latency table the config uses must exist unless ``need_latency_table`` is False)."""
     trainer = method(config.method)
-    config_check.validate(config)
+    config_check.validate(config, init_from_export=getattr(trainer, "INIT_FROM", "export") ==
+                          "export")
     if config.export.all and not hasattr(trainer, "export_ladder"):
         raise ValueError(f"config.export.all=True exports every kept subnet of a PSS-Net run; "
                          f"method {config.method!r} exports one model (leave it False)")

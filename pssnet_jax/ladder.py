@@ -78,8 +78,12 @@ def export_ladder(pss: SupernetRun, state, workdir: str, directory: str) -> str:
         paths.write_text(paths.join(directory, LADDER_FILE), json.dumps(ladder, indent=2))
         with open(os.path.join(os.path.dirname(__file__), "ladder_pick.py")) as f:
             paths.write_text(paths.join(directory, PICKER_FILE), f.read())
-        if ladder["measured_on"]:
+        evaluated = all(r["test_accuracy"] is not None for r in rungs)
+        if ladder["measured_on"] and evaluated:
             plot(ladder, paths.join(directory, PLOT_FILE))
+        elif ladder["measured_on"]:
+            log.info("no %s: the kept subnets have no test accuracy yet (an imported run; "
+                     "--mode=eval selects and evaluates them)", PLOT_FILE)
     return directory
 
 

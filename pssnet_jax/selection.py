@@ -29,7 +29,9 @@ def _judged(pss: SupernetRun, state, subnet, split):
     return stats, accuracy
 
 
-def _entry(pss: SupernetRun, subnet, **kwargs) -> dict:
+def entry_of(pss: SupernetRun, subnet, **kwargs) -> dict:
+    """The subnets.json entry of a subnet (``report.entry``, with its predicted latency when
+    the run has a latency table)."""
     table = pss.latency_table
     latency_ms = table and latency.predict_subnet_ms(table, pss.space, subnet)
     return report.entry(pss.space, subnet, latency_ms=latency_ms, **kwargs)
@@ -59,7 +61,7 @@ def select_and_report(pss: SupernetRun, host: HostState, state, workdir: str) ->
                 continue
             subnet, score, rank, accuracy, stats = best
             test = pss.subnet_results(state, subnet, stats, "eval")
-            kept.append(_entry(pss, subnet, target=target, constraint=constraint.name,
+            kept.append(entry_of(pss, subnet, target=target, constraint=constraint.name,
                                score=score, rank=rank, selection_accuracy=accuracy, test=test))
             log.info("%s target %g %s: kept %s at %d px (%.2f MFLOPs, rank %d), test "
                      "accuracy %.4f", constraint.name, target, constraint.unit,
@@ -69,7 +71,7 @@ def select_and_report(pss: SupernetRun, host: HostState, state, workdir: str) ->
     for name, subnet in (("max", pss.max_subnet), ("min", pss.min_subnet)):
         stats, accuracy = _judged(pss, state, subnet, split)
         test = pss.subnet_results(state, subnet, stats, "eval")
-        ends[name] = _entry(pss, subnet, target=name, test=test, selection_accuracy=accuracy)
+        ends[name] = entry_of(pss, subnet, target=name, test=test, selection_accuracy=accuracy)
     document = report.document(pss.config, pss.space, kept, ends, pss.plan.constraints)
     files.write_json(paths.join(workdir, switch.SUBNETS_FILE), document)
     if jax.process_index() == 0:

@@ -11,16 +11,20 @@ This module is the ``pssnet`` entry of ``pssnet_dcff/registry.py``.
 
 from __future__ import annotations
 
+import logging
+
 import ml_collections
 
 from common_jax import checkpoint, compilation_cache, data, files, paths, train_state
 from common_jax.loop import Loop, write_eval_summary
-from pssnet_jax import ladder, report, selection, subnet_export, supernet_run
+from pssnet_jax import ladder, report, selection, subnet_export, supernet_run, torch_import
 from pssnet_jax.draw import diagnostics, sampled_step
 from pssnet_jax.host_state import HostState
 from pssnet_jax.space import space_from_config
 from pssnet_jax.validation import validate  # noqa: F401  (the registry's entry point)
 
+log = logging.getLogger(__name__)
+INIT_FROM = "workdir"  # config.init_from names a PSS-Net workdir (registry.validate)
 
 # Keys whose change changes the supernet's parameters or the pools' keys: a resume with
 # another value is refused (common_jax.loop.Loop.restore).
@@ -46,11 +50,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         pss = supernet_run.setup(config)
         run, cfg, init = pss.run, config.pssnet, pss.init()
         loop = Loop(run, workdir, compiles, stop_after, STATE_KEYS)
-        restored = loop.restore(train_state.abstract_state(run, init))
+        abstract = train_state.abstract_state(run, init)
+        restored = loop.restore(abstract)
         state = restored[0] if restored else train_state.init_state(run, init)
         host = fresh_host_state(pss)
         if restored and restored[1]:
             host.load_json(restored[1])
+        elif config.init_from:
+            state = initialized_from_run(pss, state, host, abstract, config.init_from)
         costs = pss.costs()
         loop.log_plan(costs)
         max_widths = pss.widths(pss.max_subnet)
@@ -82,6 +89,34 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         return loop.write_summary(costs, kept), state
 
 
+def initialized_from_run(pss: supernet_run.SupernetRun, state, host: HostState, abstract,
+                         source: str):
+    """``state`` with the supernet weights and BN statistics of the newest checkpoint of the
+    PSS-Net workdir ``source`` (``config.init_from``: fine-tuning, e.g. of an imported
+    supernet), and ``host`` with its pools; step, optimizer and sampling start fresh."""
+    try:
+        restored, host_json = checkpoint.read_checkpoint(source, abstract)
+    except checkpoint.StateMismatch as mismatch:
+        raise ValueError(f"config.init_from={source!r}: its checkpoint does not fit this "
+                         f"config's supernet ({mismatch.detail})") from None
+    method = host_json.get("method") or {}
+    if method.get("pools"):
+        loaded = fresh_host_state(pss)
+        loaded.load_json(method)
+        host.pools = loaded.pools
+    log.info("initialised the supernet and its pools (%d members) from %s (step %d)",
+             sum(len(p) for p in host.pools.values()), source, int(host_json["step"]))
+    return dict(state, params=restored["params"], batch_stats=restored["batch_stats"])
+
+
+def import_published(config: ml_collections.ConfigDict, source: str, workdir: str,
+                     directory: str) -> str:
+    """Writes ``workdir`` from an official PSS-Net checkpoint (``torch_import.py``): then
+    ``--mode=eval``, ``export`` and ``train`` use it as a run of this project."""
+    torch_import.import_checkpoint(supernet_run.setup(config), source, workdir)
+    return workdir
+
+
 def _restored(config, workdir: str, which: str):
     pss = supernet_run.setup(config)
     state, host_json = checkpoint.read_checkpoint(
@@ -108,8 +143,10 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     if config.export.all:
         return export_ladder(config, workdir, directory)
     pss, state, _, _ = _restored(config, workdir, config.export_from)
-    return subnet_export.export_for_budget(pss, state, workdir,
-                                           directory or paths.join(workdir, "export"))
+    directory = directory or paths.join(workdir, "export")
+    if config.export.subnet:
+        return subnet_export.export_named(pss, state, config.export.subnet, directory)
+    return subnet_export.export_for_budget(pss, state, workdir, directory)
 
 
 def export_ladder(config: ml_collections.ConfigDict, workdir: str,

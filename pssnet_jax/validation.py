@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from common_jax import data
+from common_jax import checkpoint, data, paths
 from pssnet_jax import constraints as constraints_lib, latency, report, space as space_lib
+from pssnet_jax import subnet_export
 
 SELECTIONS = ("holdout", "rank1", "official")
 SAMPLINGS = ("prioritized", "uniform")
@@ -62,14 +63,21 @@ def validate(config, need_latency_table: bool = True) -> None:
     if cfg.bn_group_size and config.batch_size % cfg.bn_group_size:
         raise ValueError(f"config.pssnet.bn_group_size={cfg.bn_group_size} must divide "
                          f"config.batch_size={config.batch_size}")
-    _validate_export(config)
+    _validate_export(config, space)
     _validate_latency(config, space, need_latency_table)
 
 
-def _validate_export(config) -> None:
-    if config.init_from:
-        raise ValueError(f"config.init_from={config.init_from!r}: only plain models (baseline, "
-                         f"DCFF scratch) start from an exported model, not PSS-Net")
+def _validate_export(config, space) -> None:
+    if config.init_from and not paths.isdir(checkpoint.checkpoint_dir(config.init_from)):
+        raise ValueError(f"config.init_from={config.init_from!r}: a PSS-Net run starts from "
+                         f"a PSS-Net workdir (its {checkpoint.CHECKPOINTS}/ and pools, e.g. "
+                         f"one written by --mode=import), not from an exported model")
+    export = config.export
+    if export.subnet:
+        subnet_export.parse_subnet(export.subnet, space)
+        if export.all or export.flops or export.latency_ms:
+            raise ValueError("config.export.subnet names one subnet: leave export.all, "
+                             "export.flops and export.latency_ms unset")
     if config.export.flops < 0 or config.export.latency_ms < 0:
         raise ValueError(f"config.export.flops={config.export.flops!r} and latency_ms="
                          f"{config.export.latency_ms!r} must be >= 0")

@@ -209,7 +209,14 @@ def test_profile_reports_max_and_min_flops():
     ("model.name", "resnet56", "PSS-Net supernets are"),
     ("export.flops", -1.0, "config.export.flops=-1.0"),
     ("export.latency_runs", 0, "config.export.latency_runs=0 and latency_batches=(1, 32)"),
-    ("export.latency_batches", (1, 0), "latency_batches=(1, 0): expected a positive int")])
+    ("export.latency_batches", (1, 0), "latency_batches=(1, 0): expected a positive int"),
+    ("export.subnet", "{resolution: 24}", "is not JSON"),
+    ("export.subnet", '{"resolution": 24}', 'expected exactly {"resolution": R, "channels"'),
+    ("export.subnet", '{"resolution": 20, "channels": [32, 16, 24, 32, 64, 96, 160, 320]}',
+     "resolution 20 is outside the structure space; allowed: "),
+    ("export.subnet", '{"resolution": 24, "channels": [32, 16, 24, 32, 64, 96, 160, 300]}',
+     "stage 7 width 300 is outside the structure space"),
+    ("init_from", "common_jax", "a PSS-Net run starts from a PSS-Net workdir")])
 def test_bad_pssnet_config_is_a_one_line_error(key, value, message):
     from pssnet_dcff import registry
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

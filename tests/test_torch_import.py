@@ -388,7 +388,8 @@ def test_files_that_do_not_fit_are_one_line_errors(tmp_path):
              ("configs/baselines/resnet110_cifar10.py", "full.pt",
               "(the file has stage2_block0/conv1 where the config's architecture has "
               "stage1_block9/conv1)"),
-             ("configs/pssnet/embedded.py", "full.pt", "has no import yet")]
+             ("configs/pssnet/embedded.py", "full.pt", "key 'conv1.weight' fits no PSS-Net "
+              "supernet layout")]
     for config, name, message in cases:
         result = launch(f"--config={config}", "--mode=import",
                         f"--import_from={tmp_path / name}", f"--workdir={tmp_path / 'w'}")

@@ -30,10 +30,16 @@ def pssnet_section(resolutions=(128, 224, 8), targets=(70.0, 300.0, 10.0)):
 def export_section(flops: float = 0.0, latency_ms: float = 0.0):
     """``config.export`` with the budget of ``--mode=export``, FLOPs (MFLOPs) or predicted
     latency (ms, needs ``latency.table``); both 0 = the max net. ``all=True`` exports the
-    ladder of every kept subnet instead (pssnet_jax/ladder.py)."""
+    ladder of every kept subnet instead (pssnet_jax/ladder.py), ``subnet`` one named subnet
+    of the structure space."""
     return export_options(flops=flops, latency_ms=latency_ms,
                           # the ladder's measured onnxruntime latency (format 'onnx')
-                          latency_runs=30, latency_batches=(1, 32))
+                          latency_runs=30, latency_batches=(1, 32),
+                          # False: the checkpoint's stored BN statistics (exact only for the
+                          # subnet they were computed for), no recalibration
+                          recalibrate=True,
+                          # '{"resolution": R, "channels": [...]}': export this one subnet
+                          subnet="")
 
 
 def latency_section(table: str = "", targets=(0.0, 0.0, 0.0)):
