@@ -26,6 +26,15 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def replicated_host_value(tree, mesh: Mesh):
+    """A pytree of host values that every process holds identically (a subnet's widths) ->
+    replicated ``jax.Array``s, without the cross-process equality check (an all-gather that
+    waits for the devices) that ``jax.device_put`` runs on several processes."""
+    sharding = replicated(mesh)
+    return jax.tree.map(
+        lambda value: jax.make_array_from_process_local_data(sharding, np.asarray(value)), tree)
+
+
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     """This process's slice of a global batch -> globally sharded ``jax.Array``s."""
     sharding = batch_sharded(mesh)

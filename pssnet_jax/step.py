@@ -21,6 +21,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from common_jax import data
@@ -64,7 +65,19 @@ class StepFunctions:
     def __init__(self, model, tx, schedule, info: data.DatasetInfo, dtype, max_resolution: int):
         self.model, self.tx, self.schedule = model, tx, schedule
         self.info, self.dtype, self.max_resolution = info, dtype, max_resolution
-        self.compiled = CompileCache()
+        self.compiled, self._zeros = CompileCache(), {}
+
+    def no_teacher(self, batch):
+        """The max net's (unused) teacher: zeros of the batch's logits shape, sharded like the
+        batch (as the teacher the max net's program returns), built once per batch size on
+        every process without a cross-host check (split mode passes it every step)."""
+        shape = (batch["label"].shape[0], self.model.num_classes)
+        if shape not in self._zeros:
+            zeros, sharding = np.zeros(shape, np.float32), getattr(batch["label"], "sharding",
+                                                                   None)
+            self._zeros[shape] = jnp.asarray(zeros) if sharding is None else \
+                jax.make_array_from_callback(shape, sharding, lambda index: zeros[index])
+        return self._zeros[shape]
 
     # -- pure pieces ------------------------------------------------------------------------
     def images(self, batch):
@@ -101,12 +114,15 @@ class StepFunctions:
                          opt_state=opt_state, params=optax.apply_updates(state["params"], updates))
         return new_state, self.schedule(state["step"])
 
-    def _three(self, grad_fn, state, batch, nets):
+    def _three(self, grad_fn, state, batch, nets, no_teacher=None):
         """Max net (CE), then middle and min net (KL to the max net): grads, stats, metrics.
-        ``grad_fn(resolution)`` gives the gradient function for a resolution."""
+        ``grad_fn(resolution)`` gives the gradient function for a resolution; ``no_teacher``
+        the max net's zero teacher (built here when traced inside one program)."""
         params, stats = state["params"], state["batch_stats"]
         (max_widths, max_res), *students = nets
-        no_teacher = jnp.zeros((batch["label"].shape[0], self.model.num_classes), jnp.float32)
+        if no_teacher is None:
+            no_teacher = jnp.zeros((batch["label"].shape[0], self.model.num_classes),
+                                   jnp.float32)
         g_max, stats, teacher, top = grad_fn(max_res)(params, stats, batch, max_widths,
                                                       no_teacher, 1.0, 0.0)
         grads, outs = [g_max], []
@@ -142,7 +158,7 @@ class StepFunctions:
                                          (resolution,))(*args)
             return call
 
-        grads, stats, metrics = self._three(grad_fn, state, batch, nets)
+        grads, stats, metrics = self._three(grad_fn, state, batch, nets, self.no_teacher(batch))
         args = (state, grads, stats)
         new_state, lr = self.compiled.get("update", self._update, args, donate=(0,))(*args)
         return new_state, {**metrics, "learning_rate": lr}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import ml_collections
 
 from common_jax import data, mesh as mesh_lib, models, train_state
@@ -51,9 +50,10 @@ class SupernetRun:
                 "min_flops": report.costs(self.space, self.min_subnet)["flops"]}
 
     def widths(self, subnet: Subnet):
-        """A subnet's active-channel arrays, replicated over the mesh (the step's input)."""
-        return jax.device_put(supernet.widths_of(self.space.arch(subnet)),
-                              mesh_lib.replicated(self.run.mesh))
+        """A subnet's active-channel arrays, replicated over the mesh (the step's input;
+        no cross-host check, so the host can dispatch ahead on several processes)."""
+        return mesh_lib.replicated_host_value(supernet.widths_of(self.space.arch(subnet)),
+                                              self.run.mesh)
 
     def recalibrated_stats(self, state, subnet: Subnet):
         """The subnet's BN statistics recalibrated on training batches."""

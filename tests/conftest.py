@@ -79,24 +79,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_processes(count: int, *args, env: dict | None = None) -> list:
-    """Starts ``count`` cooperating ``launch.py`` processes (jax.distributed on 127.0.0.1, one
-    CPU device each); returns the Popen objects in process order (text stdout/stderr)."""
+def start_processes(count: int, *args, env: dict | None = None,
+                    program: str = "launch.py") -> list:
+    """Starts ``count`` cooperating ``launch.py`` (or ``program``, a script taking its flags)
+    processes (jax.distributed on 127.0.0.1, one CPU device each); returns the Popen objects
+    in process order (text stdout/stderr)."""
     address = f"127.0.0.1:{free_port()}"
     base = dict(os.environ, JAX_PLATFORMS="cpu",
                 XLA_FLAGS="--xla_force_host_platform_device_count=1", **(env or {}))
     return [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "launch.py"), *args,
+        [sys.executable, os.path.join(ROOT, program), *args,
          f"--coordinator_address={address}", f"--num_processes={count}",
          f"--process_id={index}"], cwd=ROOT, env=base, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for index in range(count)]
 
 
-def launch_processes(count: int, *args, timeout: int = 600, env: dict | None = None):
-    """Runs ``count`` cooperating ``launch.py`` processes to the end; returns their
-    (returncode, stdout, stderr) in process order."""
+def launch_processes(count: int, *args, timeout: int = 600, env: dict | None = None,
+                     program: str = "launch.py"):
+    """Runs ``count`` cooperating ``launch.py`` (or ``program``) processes to the end;
+    returns their (returncode, stdout, stderr) in process order."""
     results = []
-    for proc in start_processes(count, *args, env=env):
+    for proc in start_processes(count, *args, env=env, program=program):
         out, err = proc.communicate(timeout=timeout)
         results.append((proc.returncode, out, err))
     return results

@@ -60,15 +60,18 @@ def test_two_processes_keep_identical_pssnet_pools(tmp_path):
     flags += ["--config.num_epochs=1", "--config.checkpoint_every_steps=2",
               "--config.optimizer.learning_rate=0.01", "--config.pssnet.topk=1",
               "--config.pssnet.targets=(4.5,6.0,0.5)"]
-    results = launch_processes(2, *flags, f"--workdir={tmp_path / 'two'}")
+    results = launch_processes(2, *flags, f"--workdir={tmp_path / 'two'}",
+                               program="tests/count_host_syncs.py")
     for code, out, err in results:
         assert code == 0, err[-3000:]
+        # no step waits for a cross-host check: the subnets' widths enter without one
+        assert "host syncs in steps: 0" in out, out[-2000:]
     digests = [re.findall(r"checkpoint at step (\d+) \(method host state (\w+)\)", out)
                for _, out, _ in results]
     assert len(digests[0]) >= 4 and digests[0] == digests[1]
     single = launch(*flags, f"--workdir={tmp_path / 'one'}", devices=2)
     assert single.returncode == 0, single.stderr
-    one, two = last_json(single.stdout), last_json(results[0][1])
+    one, two = last_json(single.stdout), last_json(results[0][1].split("host syncs")[0])
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
     process0, process1 = results[0][1], results[1][1]
