@@ -94,7 +94,7 @@ def _first_batch(run):
 def full_host_state(pss, seed: int = 1) -> HostState:
     """Host state whose every pool is full (random scores)."""
     cfg, rng = pss.config.pssnet, np.random.default_rng(seed)
-    host = HostState.fresh(pss.plan.targets(), cfg.pool_size, cfg.ema, pss.config.seed)
+    host = pss.fresh_host_state()
     for name, fmap in pss.plan.maps.items():
         for target in fmap.targets:
             while host.pools[name].size(target) < cfg.pool_size:

@@ -18,6 +18,13 @@ from common_jax.run import Run
 log = logging.getLogger(__name__)
 
 
+def seed_keys(seed: int) -> tuple:
+    """(init key, train key) of a run's seed: the params' initialisation and the state's
+    ``rng`` (an imported state takes the same train key as a fresh run)."""
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    return init_key, train_key
+
+
 def make_init(run: Run, model, init_args: tuple = (),
               extra: Callable[[dict], dict] = lambda variables: {}) -> Callable:
     """init(seed) -> train state of ``model`` (``init_args`` follow the images in
@@ -25,7 +32,7 @@ def make_init(run: Run, model, init_args: tuple = (),
     size, channels = run.input.image_size, run.input.info.channels
 
     def init(seed):
-        init_key, train_key = jax.random.split(jax.random.key(seed))
+        init_key, train_key = seed_keys(seed)
         variables = model.init(init_key, jnp.zeros((1, size, size, channels)), *init_args,
                                train=False)
         return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],

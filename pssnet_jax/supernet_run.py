@@ -16,6 +16,7 @@ from common_jax import run as run_lib
 from pssnet_jax import constraints as constraints_lib, report, supernet
 from pssnet_jax.draw import SamplingPlan, plan_for
 from pssnet_jax.evaluation import SubnetEvaluator
+from pssnet_jax.host_state import HostState
 from pssnet_jax.space import Space, Subnet, space_from_config
 from pssnet_jax.step import StepFunctions
 
@@ -43,6 +44,11 @@ class SupernetRun:
         """init(seed) -> train state of the supernet (built at the max net's widths)."""
         return train_state.make_init(self.run, self.model, init_args=(
             supernet.widths_of(self.space.full_arch), self.space.resolutions[-1]))
+
+    def fresh_host_state(self) -> HostState:
+        """Empty pools for the plan's targets and the sampling generator of the seed."""
+        cfg = self.config.pssnet
+        return HostState.fresh(self.plan.targets(), cfg.pool_size, cfg.ema, self.config.seed)
 
     def costs(self) -> dict:
         """The max net's analytic costs plus ``min_flops``."""

@@ -51,18 +51,18 @@ log = logging.getLogger(__name__)
 IMPORT_FILE = "import.json"
 
 
-def official_units(arch: dict) -> list[tuple[str, str]]:
-    """(torch prefix, parameter name) of every conv + BN unit of a supernet description in
-    the official layout; the BN of a unit at ``P.{i}`` is ``P.{i + 1}``."""
+def official_units(arch: dict) -> list[tuple[str, str, str]]:
+    """(conv prefix, BN prefix, parameter name) of every conv + BN unit of a supernet
+    description in the official layout (the BN of a conv at ``P.{i}`` is ``P.{i + 1}``)."""
     v2 = arch["family"] == "mobilenet_v2"
-    units = [("features.0.0", "stem")]
+    sequences = [("features.0", "stem", 0)]
     for i, block in enumerate(mobilenet.blocks(arch, supernet.ANY_SIZE)):
         base = f"features.{i + 1}" + (".body" if v2 else "")
         names = (["expand"] if block.expand else []) + ["dw", "pw"]
-        units += [(f"{base}.{3 * j}", f"{block.name}_{name}") for j, name in enumerate(names)]
+        sequences += [(base, f"{block.name}_{name}", 3 * j) for j, name in enumerate(names)]
     if arch.get("tail"):
-        units.append((f"features.{len(arch['blocks']) + 1}.0", "tail"))
-    return units
+        sequences.append((f"features.{len(arch['blocks']) + 1}", "tail", 0))
+    return [(f"{base}.{i}", f"{base}.{i + 1}", name) for base, name, i in sequences]
 
 
 def _version(state: dict) -> str | None:
@@ -85,10 +85,8 @@ def supernet_variables(state: dict, source: str, space: Space) -> dict:
         raise ImportMismatch(f"{source}: a PSS-Net {version} checkpoint, but config.model.name="
                              f"{space.model!r}; use the config of that version")
     reader, params, stats = Reader(state, source), {}, {}
-    for prefix, name in official_units(space.full_arch):
-        head, index = prefix.rsplit(".", 1)
-        params[f"{name}_conv"] = reader.conv(prefix)
-        bn = f"{head}.{int(index) + 1}"
+    for conv, bn, name in official_units(space.full_arch):
+        params[f"{name}_conv"] = reader.conv(conv)
         params[f"{name}_bn"], stats[f"{name}_bn"] = reader.bn(bn, bn + ".bn")
     params["fc"] = reader.linear("classifier.0")
     reader.finish()
@@ -98,10 +96,8 @@ def supernet_variables(state: dict, source: str, space: Space) -> dict:
 def official_keys(arch: dict) -> dict:
     """Our flat variable key ('params/stem_conv/kernel') -> the official state-dict key."""
     keys = {"params/fc/kernel": "classifier.0.weight", "params/fc/bias": "classifier.0.bias"}
-    for prefix, name in official_units(arch):
-        head, index = prefix.rsplit(".", 1)
-        bn = f"{head}.{int(index) + 1}"
-        keys.update({f"params/{name}_conv/kernel": prefix + ".weight",
+    for conv, bn, name in official_units(arch):
+        keys.update({f"params/{name}_conv/kernel": conv + ".weight",
                      f"params/{name}_bn/scale": bn + ".weight",
                      f"params/{name}_bn/bias": bn + ".bias",
                      f"batch_stats/{name}_bn/mean": bn + ".bn.running_mean",
@@ -175,9 +171,9 @@ def flops_pools(arch_pools: dict, space: Space, grid: tuple, targets: tuple, poo
                 continue
             counts["merged"] += subnet in merged
             merged[subnet] = max(float(score), merged.get(subnet, -np.inf))
-        kept = sorted(merged.items(), key=lambda item: -item[1])[:pool_size]
+        kept = {s for s, _ in sorted(merged.items(), key=lambda item: -item[1])[:pool_size]}
         counts["evicted"] += len(merged) - len(kept)
-        pools.entries[target] = {s: v for s, v in merged.items() if (s, v) in kept}
+        pools.entries[target] = {s: v for s, v in merged.items() if s in kept}
     counts["kept"] = len(pools)
     return pools, counts
 
@@ -196,7 +192,7 @@ def _train_state(pss, variables: dict, step: int) -> dict:
     opt_state = jax.tree_util.tree_map_with_path(
         lambda path, leaf: jnp.full_like(leaf, step) if getattr(path[-1], "name", "") ==
         "count" else leaf, opt_state)
-    train_key = jax.random.split(jax.random.key(pss.config.seed))[1]
+    _, train_key = train_state.seed_keys(pss.config.seed)
     state = {"step": jnp.asarray(step, jnp.int32), "params": params,
              "batch_stats": jax.tree.map(jnp.asarray, variables["batch_stats"]),
              "opt_state": opt_state, "rng": jax.random.key_data(train_key)}
@@ -234,8 +230,7 @@ def import_checkpoint(pss, source: str, workdir: str) -> dict:
     variables = supernet_variables(state_dict_of(loaded, source), source, pss.space)
     abstract = train_state.abstract_state(pss.run, pss.init())
     check_shapes(variables, abstract, pss.space.full_arch, source)
-    cfg = pss.config.pssnet
-    host = HostState.fresh(pss.plan.targets(), cfg.pool_size, cfg.ema, pss.config.seed)
+    cfg, host = pss.config.pssnet, pss.fresh_host_state()
     counts, dropped = {}, {}
     if isinstance(arch_pools, dict):
         host.pools["flops"], counts = flops_pools(arch_pools, pss.space, tuple(cfg.targets),

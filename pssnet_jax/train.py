@@ -39,11 +39,6 @@ def profiled_arch(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     return space.full_arch, {"min_flops": report.costs(space, space.min_subnet())["flops"]}
 
 
-def fresh_host_state(pss: supernet_run.SupernetRun) -> HostState:
-    cfg = pss.config.pssnet
-    return HostState.fresh(pss.plan.targets(), cfg.pool_size, cfg.ema, pss.config.seed)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None):
     """(summary, final state) of PSS-Net training in ``workdir`` (resumes its checkpoints)."""
     with compilation_cache.CompileStats() as compiles:
@@ -53,7 +48,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         abstract = train_state.abstract_state(run, init)
         restored = loop.restore(abstract)
         state = restored[0] if restored else train_state.init_state(run, init)
-        host = fresh_host_state(pss)
+        host = pss.fresh_host_state()
         if restored and restored[1]:
             host.load_json(restored[1])
         elif config.init_from:
@@ -101,7 +96,7 @@ def initialized_from_run(pss: supernet_run.SupernetRun, state, host: HostState, 
                          f"config's supernet ({mismatch.detail})") from None
     method = host_json.get("method") or {}
     if method.get("pools"):
-        loaded = fresh_host_state(pss)
+        loaded = pss.fresh_host_state()
         loaded.load_json(method)
         host.pools = loaded.pools
     log.info("initialised the supernet and its pools (%d members) from %s (step %d)",
@@ -121,7 +116,7 @@ def _restored(config, workdir: str, which: str):
     pss = supernet_run.setup(config)
     state, host_json = checkpoint.read_checkpoint(
         workdir, train_state.abstract_state(pss.run, pss.init()), which)
-    host = fresh_host_state(pss)
+    host = pss.fresh_host_state()
     if host_json.get("method"):
         host.load_json(host_json["method"])
     return pss, state, host, host_json
