@@ -137,6 +137,13 @@ def depthwise_table(shifts: dict, conv: dict) -> str:
                   "grouped / shifted"], rows)
 
 
+def constant_median_error(measured: list[float]) -> float:
+    """Median relative error of the constant predictor that always answers the measured
+    latencies' median: the baseline a latency table must beat to be informative."""
+    centre = statistics.median(measured)
+    return statistics.median(abs(centre - m) / m for m in measured)
+
+
 def latency_predictor_table(docs: list[dict]) -> str:
     """benchmarks/latency_predictor.py outputs (one per batch size): predicted vs measured."""
     rows = []
@@ -146,11 +153,13 @@ def latency_predictor_table(docs: list[dict]) -> str:
         rows.append([str(d["batch_size"]), f"{d['units']} units, {d['build_s']:.0f} s",
                      f"{min(measured):.2f} - {max(measured):.2f} ms",
                      f"{100 * d['median_abs_error']:.1f}%", f"{100 * d['worst_abs_error']:.1f}%",
+                     f"{100 * constant_median_error(measured):.1f}%",
                      f"{statistics.correlation(measured, predicted):.2f}",
                      f"{100 * d['raw_median_abs_error']:.0f}% / "
                      f"{100 * d['raw_worst_abs_error']:.0f}%"])
     return _rows(["batch", "table build", "measured latency range", "median error",
-                  "worst error", "correlation predicted / measured",
+                  "worst error", "median error of the constant median",
+                  "correlation predicted / measured",
                   "raw sum (no calibration): median / worst"], rows)
 
 

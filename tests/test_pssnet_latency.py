@@ -4,6 +4,7 @@ pools, and switching/export by latency budget."""
 import json
 import os
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from conftest import ROOT, override
 from pssnet_jax import draw as draw_lib, latency, sampler, switch
 from pssnet_jax.space import make_space, space_from_config
 from test_pssnet import fake_step, pss_tiny, sampling
+
+CALIBRATE = latency.calibrate  # the real fit (the fake_timing fixture replaces it)
 
 
 def small_space():
@@ -194,17 +197,47 @@ def test_latency_pools_end_to_end_and_export_by_latency(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_predictor_error_against_measured_latency_on_cpu(tmp_path):
-    """A real table on this CPU for a 2-resolution space, and 30 random subnets measured end
-    to end: the predictor's median error is stated (printed) and must stay below 35%."""
+def whole_model_ms(space, subnet, *args, **kwargs):
+    """A made-up end-to-end latency: whole models run at 0.6x their chain of units less a
+    fixed 2 ms (fusion across units), with a reproducible +-2% measurement noise per subnet."""
+    units = latency.subnet_units(space, subnet)
+    noise = np.random.default_rng(zlib.crc32(repr(subnet.to_json()).encode())).uniform(-.02, .02)
+    return (0.6 * sum(linear_cost(u) - 0.5 for u in units) - 2.0) * (1 + noise)
+
+
+def test_calibrated_predictor_beats_the_constant_median_on_a_simulated_device(
+        tmp_path, fake_timing, monkeypatch):
+    """The calibration (least squares on whole measured subnets) must turn the unit sums into
+    predictions at least twice as good as always answering the median latency; planted
+    defects that fail it: calibration skipped in ``predict_ms``, the fit's offset dropped."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import latency_predictor
-    config = api.load_config("configs/pssnet/embedded_latency.py", need_latency_table=False, **{
-        "pssnet.resolutions": (24, 28, 4), "latency.repeats": 20,
-        "latency.table": str(tmp_path / "table.json")})
-    result = latency_predictor.compare(config, config.latency.table, 30)
-    print(f"median |error| {result['median_abs_error']:.3f}, worst "
-          f"{result['worst_abs_error']:.3f} over {len(result['subnets'])} subnets")
-    assert len(result["subnets"]) == 30 and result["dense"]
-    assert result["median_abs_error"] < 0.35
-    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in result["subnets"])
+    from result_tables import constant_median_error
+    monkeypatch.setattr(latency, "measure_subnet_ms", whole_model_ms)
+    monkeypatch.setattr(latency, "calibrate", CALIBRATE)
+    space = small_space()
+    table = latency.build_table(space, str(tmp_path / "table.json"), calibration_subnets=10)
+    assert table["calibration"]["subnets"] == 12
+    rng, calibration = np.random.default_rng(1), set(latency.calibration_set(space, 10))
+    measured, errors = [], []
+    while len(measured) < 30:
+        subnet = space.subnet(*space.random(rng))
+        if subnet in calibration:
+            continue
+        measured.append(whole_model_ms(space, subnet))
+        errors.append(abs(latency.predict_subnet_ms(table, space, subnet) / measured[-1] - 1))
+    assert np.median(errors) <= 0.5 * constant_median_error(measured)
+
+
+def test_recorded_predictor_beats_the_constant_median_at_batch_32():
+    """The committed CPU measurements (benchmarks/latency_predictor.py, docs/latency.md): at
+    batch 32, where compute dominates, the table predicts at most 0.6x the constant median's
+    error; at batch 1 it is not informative on this CPU (the docs say so), and the test says
+    which way the recorded numbers point so that a re-measurement that changes it fails."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import result_tables
+    for name, informative in (("latency_predictor_b32.json", True),
+                              ("latency_predictor_b1.json", False)):
+        document = result_tables.load(name)
+        measured = [r["measured_ms"] for r in document["subnets"]]
+        ratio = document["median_abs_error"] / result_tables.constant_median_error(measured)
+        assert (ratio <= 0.6) == informative, (name, ratio)
