@@ -58,6 +58,10 @@ class CompileCache:
                      time.perf_counter() - start)
         return self._functions[key]
 
+    def programs(self) -> dict:
+        """{name: compiled function} of everything compiled so far, in compile order."""
+        return {" ".join(map(str, key)): fn for key, fn in self._functions.items()}
+
 
 class StepFunctions:
     """The jitted pieces of the PSS-Net step for one supernet and optimizer."""

@@ -1,0 +1,181 @@
+"""Pod-scale costs counted on this CPU: the collectives of the compiled training steps.
+
+    python benchmarks/pod_efficiency.py [--devices=8] [--batch=48] [--out=FILE.json]
+
+Builds the embedded PSS-Net run (configs/pssnet/embedded.py) and the embedded DCFF run
+(configs/dcff/embedded.py) on ``--devices`` fake CPU devices (``--xla_force_host_platform_
+device_count``, a fresh process), compiles their training steps exactly as training does
+(sharded batch, replicated state) and counts, in each optimised HLO, the cross-device
+collectives (all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute) and the
+bytes they move. A PSS-Net step in split mode is four programs (the max net's, the middle and
+the min net's gradient at their resolutions, then the update); single mode is one. The ratio
+to the parameter bytes says how often the gradient crosses the interconnect per step (about
+1 is one all-reduce of the gradient). Issue 27 part 3; prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from common_jax.provenance import provenance  # noqa: E402  (imports no JAX)
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
+               "collective-permute")
+BYTES = {"f64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s8": 1, "u8": 1,
+         "pred": 1, "s64": 8, "u64": 8}
+# `%name = <result type> op(` with op one of COLLECTIVES or its async -start form
+OP_LINE = re.compile(r"=\s+(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+SHAPE = re.compile(r"\b(" + "|".join(BYTES) + r")\[([\d,]*)\]")
+
+
+def collectives(hlo: str) -> dict:
+    """{op: {"count", "bytes"}} of the cross-device collectives in optimised HLO text (an
+    async pair counts once, by its -start; bytes are those of the result)."""
+    found = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
+    for line in hlo.splitlines():
+        match = OP_LINE.search(line)
+        if not match:
+            continue
+        result_type, op = match[1], match[2]
+        size = 0
+        for dtype, dims in SHAPE.findall(result_type):
+            count = 1
+            for d in filter(None, dims.split(",")):
+                count *= int(d)
+            size += count * BYTES[dtype]
+        found[op]["count"] += 1
+        found[op]["bytes"] += size
+    return dict(found)
+
+
+def summed(programs: dict) -> dict:
+    total = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
+    for ops in programs.values():
+        for op, c in ops.items():
+            total[op]["count"] += c["count"]
+            total[op]["bytes"] += c["bytes"]
+    return dict(total)
+
+
+def _tree_bytes(tree) -> int:
+    import jax
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def pssnet_programs(batch: int, mode: str) -> tuple[dict, int]:
+    """({program: collectives}, parameter bytes) of one PSS-Net step of the embedded run."""
+    import numpy as np
+
+    from common_jax import mesh as mesh_lib, train_state
+    from pssnet_dcff import api
+    from pssnet_jax import supernet_run
+
+    config = api.load_config("configs/pssnet/embedded.py", batch_size=batch,
+                             compilation_cache_dir="off", **{"pssnet.step_mode": mode})
+    sr = supernet_run.setup(config)
+    state = train_state.init_state(sr.run, sr.init())
+    batch_arrays = mesh_lib.global_batch(next(sr.run.input.train_batches(0)), sr.run.mesh)
+    space = sr.space
+    mid = space.subnet(*space.random(np.random.default_rng(0)))
+    low = sr.min_subnet
+    sr.fns.step(state, batch_arrays, sr.widths(sr.max_subnet),
+                (sr.widths(mid), mid.resolution), (sr.widths(low), low.resolution), mode)
+    programs = {name: collectives(fn.as_text())
+                for name, fn in sr.fns.compiled.programs().items()}
+    return programs, _tree_bytes(state["params"])
+
+
+def dcff_programs(batch: int) -> tuple[dict, int]:
+    """({"train step": collectives}, parameter bytes) of the embedded DCFF fused step."""
+    import jax
+
+    from common_jax import mesh as mesh_lib, train_state
+    from common_jax.plain_step import make_train_step
+    from dcff_jax import fusion_state
+    from dcff_jax.train import fused_setup
+    from pssnet_dcff import api
+
+    config = api.load_config("configs/dcff/embedded.py", batch_size=batch,
+                             compilation_cache_dir="off")
+    arch, run, model, init = fused_setup(config)
+    state = train_state.init_state(run, init)
+    batch_arrays = mesh_lib.global_batch(next(run.input.train_batches(0)), run.mesh)
+    compiled = jax.jit(make_train_step(run, model, fusion_state.fused_variables)).lower(
+        state, batch_arrays).compile()
+    return {"train step": collectives(compiled.as_text())}, _tree_bytes(state["params"])
+
+
+def child(args) -> dict:
+    import jax
+    cases = {}
+    for name, build in (("pssnet split", lambda: pssnet_programs(args.batch, "split")),
+                        ("pssnet single", lambda: pssnet_programs(args.batch, "single")),
+                        ("dcff", lambda: dcff_programs(args.batch))):
+        programs, param_bytes = build()
+        total = summed(programs)
+        reduced = total.get("all-reduce", {"bytes": 0})["bytes"]
+        cases[name] = {"programs": programs, "total": total, "param_bytes": param_bytes,
+                       "all_reduce_bytes_over_param_bytes": round(reduced / param_bytes, 3)}
+    return {"devices": jax.device_count(), "device": jax.devices()[0].device_kind,
+            "cases": cases}
+
+
+def table(report: dict) -> str:
+    lines = [f"{'step':<16}{'programs':>9}{'all-reduces':>13}{'all-reduce MB':>15}"
+             f"{'x param bytes':>15}{'all-gathers':>13}{'other':>7}"]
+    for name, case in report["cases"].items():
+        total = case["total"]
+        reduce = total.get("all-reduce", {"count": 0, "bytes": 0})
+        gathers = total.get("all-gather", {"count": 0})["count"]
+        other = sum(v["count"] for k, v in total.items() if k not in ("all-reduce",
+                                                                      "all-gather"))
+        lines.append(f"{name:<16}{len(case['programs']):>9}{reduce['count']:>13}"
+                     f"{reduce['bytes'] / 1e6:>15.2f}"
+                     f"{case['all_reduce_bytes_over_param_bytes']:>15.2f}{gathers:>13}"
+                     f"{other:>7}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("POD_RESULT " + json.dumps(child(args)))
+        return
+    if args.devices < 2 or args.batch % args.devices:
+        raise SystemExit(f"--devices={args.devices} --batch={args.batch}: need at least 2 "
+                         f"devices and a batch divisible by them")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices}")
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                             f"--devices={args.devices}", f"--batch={args.batch}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    found = re.search(r"^POD_RESULT (.*)$", result.stdout, re.M)
+    if result.returncode or not found:
+        raise SystemExit(result.stderr[-3000:])
+    report = {**json.loads(found[1]), "batch": args.batch, "cpus": os.cpu_count(),
+              "platform": platform.platform(), "date": datetime.date.today().isoformat(),
+              "provenance": provenance()}
+    print(table(report))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
