@@ -68,8 +68,12 @@ class MaskedBatchNorm(nn.Module):
             # One group needs no reshape (the reshape alone cost compile and run time).
             grouped = xf.reshape((groups, -1) + x.shape[1:]) if groups > 1 else xf
             axes = (1, 2, 3) if groups > 1 else (0, 1, 2)
+            # One pass (E[x] and E[x^2], float32 at least): the two reductions are
+            # independent, so with statistics over several devices XLA combines their
+            # all-reduces into one per layer instead of two in sequence.
             mean = jnp.mean(grouped, axis=axes, keepdims=True)
-            var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
+            mean_square = jnp.mean(jnp.square(grouped), axis=axes, keepdims=True)
+            var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
             y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
             if not self.is_initializing():
                 m = self.momentum if momentum is None else momentum

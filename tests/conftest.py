@@ -64,13 +64,29 @@ TINY_FLAGS = ["--config=configs/baselines/embedded.py", "--config.model.width_mu
               "--config.log_every_steps=3"]
 
 
+def cpu_env(devices: int, env: dict | None = None) -> dict:
+    """The environment of a subprocess that sees ``devices`` CPU devices."""
+    return dict(os.environ, JAX_PLATFORMS="cpu",
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
+
+
 def launch(*args, devices: int = 1, timeout: int = 600,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs ``python launch.py *args`` from the repository root on ``devices`` CPU devices."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=cpu_env(devices, env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def python_on_devices(code: str, devices: int, timeout: int = 600) -> str:
+    """Runs ``python -c code`` from the repository root on ``devices`` CPU devices (tests/ and
+    benchmarks/ importable); returns its stdout, failing the test with its stderr."""
+    env = cpu_env(devices, {"PYTHONPATH": os.pathsep.join(
+        (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")))})
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def free_port() -> int:
@@ -85,8 +101,7 @@ def start_processes(count: int, *args, env: dict | None = None,
     processes (jax.distributed on 127.0.0.1, one CPU device each); returns the Popen objects
     in process order (text stdout/stderr)."""
     address = f"127.0.0.1:{free_port()}"
-    base = dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS="--xla_force_host_platform_device_count=1", **(env or {}))
+    base = cpu_env(1, env)
     return [subprocess.Popen(
         [sys.executable, os.path.join(ROOT, program), *args,
          f"--coordinator_address={address}", f"--num_processes={count}",

@@ -15,7 +15,11 @@ PINNED = {  # config -> (train_loss, eval_loss) at step 16
     # changes) on the project's 2-core machine, now an AMD EPYC whose XLA CPU code rounds
     # float32 differently from the AVX-512/AMX machine of the first 2026-12-03 recording; the
     # session's head gave the same values to the last bit.
-    "configs/default.py": (2.3060585856437683, 2.2916975860595703),
+    # configs/default.py (PSS-Net) re-recorded 2026-12-04: the masked BatchNorm computes its
+    # variance in one pass (E[x^2] - E[x]^2, issue #27), which rounds float32 differently;
+    # the float64 reference steps are unchanged and the float32 gradient of the max net is
+    # as close to the float64 one as before (see that commit's message).
+    "configs/default.py": (2.2844947278499603, 2.2822738800048827),
     "configs/dcff/embedded.py": (1.533195897936821, 2.152254280090332),
     "configs/baselines/embedded.py": (1.3352715224027634, 2.625026138305664),
 }

@@ -1,5 +1,7 @@
 """PSS-Net supernet: masks equal slicing, the resize, ghost BN, and the split step."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 from common_jax import export, models
 from common_jax.data import DATASETS
 from common_jax.models import ops
-from pssnet_jax import space as space_lib, supernet
+from conftest import python_on_devices
+from pssnet_jax import space as space_lib, supernet, validation
 
 
 def test_align_corners_resize_matches_the_torch_formula():
@@ -66,6 +69,45 @@ def test_ghost_batch_norm_uses_per_group_statistics():
         assert not np.any(got[..., 1])  # masked channel
     group_means = (x[:2].mean((0, 1, 2)) + x[2:].mean((0, 1, 2))) / 2
     np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * group_means, rtol=1e-5)
+
+
+GHOST_BN_HLO = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from pod_efficiency import collectives
+from pssnet_jax import supernet
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jnp.ones((48, 4, 4, 8)), NamedSharding(mesh, PartitionSpec("data")))
+found = {}
+for group in (0, 2, 3, 4, 6, 8, 12, 16, 24):
+    bn = supernet.MaskedBatchNorm(group_size=group)
+    v = bn.init(jax.random.key(0), x[:2], jnp.ones(8), False)
+    f = jax.jit(lambda v, x: bn.apply(v, x, jnp.ones(8), True, mutable=["batch_stats"]))
+    found[group] = collectives(f.lower(v, x).compile().as_text())
+print("HLO", json.dumps(found))
+"""
+
+
+def test_ghost_bn_groups_that_straddle_devices_are_refused_and_others_reduce_once():
+    """Batch 48 on 8 CPU devices (6 images each), one masked BN compiled per group size: the
+    groups ``validation.ghost_bn_groups`` allows compile without an all-gather and the others
+    all-gather (so the check refuses exactly those); whole-batch statistics cost one
+    all-reduce (mean and mean square in one pass, combined). Planted defects that fail it: a
+    two-pass variance (2 all-reduces), allowing every divisor of the batch."""
+    out = python_on_devices(GHOST_BN_HLO, devices=8)
+    found = {int(k): v for k, v in json.loads(out.split("HLO ", 1)[1]).items()}
+    allowed = validation.ghost_bn_groups(48, 8)
+    assert allowed == [1, 2, 3, 6, 12, 24, 48]
+    for group, ops_found in found.items():
+        assert ("all-gather" in ops_found) == (group != 0 and group not in allowed), group
+    assert found[0] == {"all-reduce": {"count": 1, "bytes": 2 * 8 * 4}}
+    validation.check_ghost_bn(12, 48, 8)
+    with pytest.raises(ValueError, match=r"bn_group_size=16 does not fit config.batch_size=48 "
+                                         r"on 8 devices \(6 images each\).*\[1, 2, 3, 6, 12"):
+        validation.check_ghost_bn(16, 48, 8)
+    with pytest.raises(ValueError, match="bn_group_size=5 must divide config.batch_size=48"):
+        validation.check_ghost_bn(5, 48, 8)
 
 
 def test_batch_norm_without_groups_uses_whole_batch_statistics_and_zeroes_masked_channels():
