@@ -163,6 +163,33 @@ def latency_predictor_table(docs: list[dict]) -> str:
                   "raw sum (no calibration): median / worst"], rows)
 
 
+def pod_efficiency_table(before: dict, after: dict) -> str:
+    """benchmarks/pod_efficiency.py at two commits: collectives of the compiled steps."""
+    def reduce(case):
+        return case["total"].get("all-reduce", {"count": 0, "bytes": 0})
+
+    rows = []
+    for name in after["cases"]:
+        b, a = before["cases"][name], after["cases"][name]
+        gathers = [c["total"].get("all-gather", {"count": 0})["count"] for c in (b, a)]
+        rows.append([name, str(len(a["programs"])),
+                     f"{reduce(b)['count']} / {reduce(a)['count']}",
+                     f"{reduce(b)['bytes'] / 1e6:.2f} / {reduce(a)['bytes'] / 1e6:.2f}",
+                     f"{b['all_reduce_bytes_over_param_bytes']:.2f} / "
+                     f"{a['all_reduce_bytes_over_param_bytes']:.2f}",
+                     f"{gathers[0]} / {gathers[1]}"])
+    return _rows([f"step (batch {after['batch']}, {after['devices']} CPU devices)", "programs",
+                  "all-reduces before / after", "all-reduced MB before / after",
+                  "all-reduced bytes / parameter bytes, before / after",
+                  "all-gathers before / after"], rows)
+
+
+def pod_machine_line(doc: dict) -> str:
+    """The machine line of a benchmarks/pod_efficiency.py output."""
+    return (f"{doc['device']}, {doc['devices']} fake devices on {doc['cpus']} CPUs, jax "
+            f"{doc['provenance']['jax']}, {doc['date']}, commit {doc['provenance']['commit'][:7]}")
+
+
 def all_tables() -> dict[str, str]:
     """name -> table, for every table of benchmarks/RESULTS.md and docs/latency.md."""
     compile_time = load("compile_time_embedded.json")
@@ -175,6 +202,8 @@ def all_tables() -> dict[str, str]:
         "throughput_steps": throughput_steps_table(throughput),
         "throughput_other": throughput_other_table(throughput),
         "depthwise": depthwise_table(throughput, load("throughput_cpu_conv.json")),
+        "pod_efficiency": pod_efficiency_table(load("pod_efficiency_before.json"),
+                                               load("pod_efficiency.json")),
         "latency_predictor": latency_predictor_table(
             [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
     }
