@@ -22,6 +22,8 @@ from common_jax.plain_step import plain_variables
 from dcff_jax import fusion
 from dcff_jax.model import FUSION, fuse
 
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 def initial(variables: dict) -> dict:
     """``{"fusion": ...}`` of a fresh state: the model's initial matrices, zero scores, the
@@ -94,13 +96,15 @@ def update_diagnostics(old: dict, new: dict, epoch: float, total_epochs: int, cf
 
 
 def fold(params, matrices):
-    """Params of the plain compact model: fused kernels ``W F^T`` and biases ``F b``."""
+    """Params of the plain compact model: fused kernels ``W F^T`` and biases ``F b``, at
+    ``HIGHEST`` precision (an export is folded once; training fuses at the default)."""
     flat = dict(traverse_util.flatten_dict(params))
     for key, matrix in traverse_util.flatten_dict(matrices).items():
         layer = key[:-1]
-        flat[layer + ("kernel",)] = fuse(flat[layer + ("kernel",)], matrix)
+        flat[layer + ("kernel",)] = fuse(flat[layer + ("kernel",)], matrix, HIGHEST)
         if layer + ("bias",) in flat:
-            flat[layer + ("bias",)] = matrix @ flat[layer + ("bias",)]
+            flat[layer + ("bias",)] = jnp.dot(matrix, flat[layer + ("bias",)],
+                                              precision=HIGHEST)
     return traverse_util.unflatten_dict(flat)
 
 

@@ -160,6 +160,12 @@ def test_fused_model_equals_folded_compact_model():
               "batch_stats": variables["batch_stats"]}
     np.testing.assert_allclose(plain.apply(folded, x, train=False), fused_logits, rtol=1e-4,
                                atol=1e-5)
+    # The fused forward runs at the default precision, the export folds at HIGHEST (issue #27 part 5;
+    # planted defect that fails it: HIGHEST in the training forward).
+    train_text = jax.jit(lambda v: model.apply(v, x, train=False)).lower(
+        {**variables, "fusion": matrices}).as_text()
+    fold_text = jax.jit(fold).lower(variables["params"], matrices).as_text()
+    assert "HIGHEST" not in train_text and "HIGHEST" in fold_text
 
 
 def dcff_tiny(mode="faithful", **overrides):
