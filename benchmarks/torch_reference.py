@@ -15,6 +15,12 @@ so both sides are measured in one command on one card. Steps:
   convolves with ``P @ W`` (P a fixed buffer, W the over-complete bank), option-A shortcuts,
   cross-entropy, SGD.
 
+The MobileNet subnets' and DCFF compact ResNets' descriptions are also derived here from the
+specs' tables (``spec_mobilenet_arch``, ``spec_stage_choices``, ``spec_resnet_cifar_compact``)
+without the project's code, and ``tests/test_reference_steps.py`` checks the project's
+against them, so a wrong stride, width or residual flag in the project is not reproduced by
+the reference it is compared with.
+
 ``amp`` runs the forward passes under ``torch.autocast`` with bfloat16 and channels-last
 tensors (the fast path on recent NVIDIA GPUs). Timings: median of synchronised steps after
 warm-up. Only PyTorch is needed (no JAX).
@@ -25,12 +31,87 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# -- the ImageNet MobileNet supernets, from the spec's tables (pssnet.md §2.1-2.3) ------------
+# Written from the spec, not from the project's models, so that the reference can check them.
+MBV1_POINTWISE = (64, 128, 128, 256, 256) + (512,) * 6 + (1024, 1024)
+MBV1_STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                 (6, 160, 3, 2), (6, 320, 1, 1))  # (t, c, n, s)
+
+
+def spec_make_divisible(v: float, d: int = 8, min_value: int = 8) -> int:
+    """pssnet.md §2.1: round to a multiple of ``d`` (at least ``min_value``), never under 90%."""
+    new_v = max(min_value, int(v + d / 2) // d * d)
+    return new_v + d if new_v < 0.9 * v else new_v
+
+
+def spec_stage_bases(family: str) -> tuple:
+    """The stages' full widths: MBV1 stem + 13 pointwise outputs; MBV2 stem + 7 stages."""
+    if family == "mobilenet_v1":
+        return (32,) + MBV1_POINTWISE
+    return (32,) + tuple(c for _, c, _, _ in MBV2_SETTINGS)
+
+
+def spec_stage_choices(family: str, low: float = 0.75, high: float = 1.0) -> list[set]:
+    """Each stage's possible widths: make_divisible(base * m), m on the 3-decimal grid."""
+    mults = [k / 1000 for k in range(round(low * 1000), round(high * 1000) + 1)]
+    return [{spec_make_divisible(base * m) for m in mults} for base in spec_stage_bases(family)]
+
+
+def spec_mobilenet_arch(family: str, channels, num_classes: int = 1000,
+                        in_channels: int = 3) -> dict:
+    """The ImageNet subnet of per-stage ``channels`` in the project's JSON description:
+    stem conv 3x3 stride 2; MBV1's 13 blocks with the spec's strides; MBV2's inverted
+    residuals from (t, c, n, s), expansion make_divisible(t * actual input width), a residual
+    iff stride 1 and equal base widths, tail 1280."""
+    arch = {"family": family, "num_classes": num_classes, "in_channels": in_channels,
+            "stem": channels[0], "stem_stride": 2}
+    if family == "mobilenet_v1":
+        arch["blocks"] = [{"out": c, "stride": s} for c, s in zip(channels[1:], MBV1_STRIDES)]
+        return arch
+    blocks, cin, base_cin = [], channels[0], 32
+    for stage, (t, c, n, s) in enumerate(MBV2_SETTINGS):
+        for j in range(n):
+            stride = s if j == 0 else 1
+            blocks.append({"expand": 0 if t == 1 else spec_make_divisible(cin * t),
+                           "out": channels[stage + 1], "stride": stride,
+                           "residual": stride == 1 and base_cin == c})
+            cin, base_cin = channels[stage + 1], c
+    return dict(arch, blocks=blocks, tail=1280)
+
+
+# -- DCFF's compact CIFAR ResNets, from the spec's rate rules (dcff.md §4.1) ----------------
+def spec_rates(text: str) -> list[float]:
+    """A CIFAR ResNet cprate string (``[0.7]*2+[0.5]+...``) as its list, without eval."""
+    rates = []
+    for term in text.replace(" ", "").split("+"):
+        match = re.fullmatch(r"\[([\d.]+)\](?:\*(\d+))?", term)
+        if not match:
+            raise ValueError(f"cprate term {term!r}: expected [rate] or [rate]*count")
+        rates += [float(match[1])] * int(match[2] or 1)
+    return rates
+
+
+def spec_resnet_cifar_compact(depth: int, rates: list[float]) -> dict:
+    """{"stem", "stages": [[[conv1, conv2] per block] per stage]} kept widths of a CIFAR
+    ResNet-``depth``: 3N per-block conv1 rates then 3 per-stage conv2 (residual) rates, a kept
+    width int(n * (1 - r)) of the stage's 16/32/64, the stem at stage 1's residual rate."""
+    blocks = (depth - 2) // 6
+    if len(rates) != 3 * blocks + 3:
+        raise ValueError(f"ResNet-{depth} takes {3 * blocks + 3} rates, got {len(rates)}")
+    conv1, residual = rates[:3 * blocks], rates[3 * blocks:]
+    stages = [[[int(base * (1 - conv1[stage * blocks + b])), int(base * (1 - residual[stage]))]
+               for b in range(blocks)] for stage, base in enumerate((16, 32, 64))]
+    return {"stem": int(16 * (1 - residual[0])), "stages": stages}
 
 
 def _he_fan_out(conv: nn.Conv2d) -> None:

@@ -40,6 +40,7 @@ torch = require("torch")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import torch_reference  # noqa: E402
 from test_benchmarks import _load, sliced_mobilenet_tensors  # noqa: E402
+from pssnet_jax.space import make_space, resolution_range, stage_choices  # noqa: E402
 
 # 32 images: on 8 (late layers see 1 x 1 maps, BN over 8 values) the first steps are chaotic
 # enough that 1e-12 differences after step 1 grow to 1e-6 by step 3; on 32, to 3e-9.
@@ -417,3 +418,52 @@ def test_dcff_fused_training_steps_match_the_reference_in_float64(tmp_path):
         theirs = named[name].detach().numpy() - initial[name].double().numpy()
         ours = final[name].double().numpy() - initial[name].double().numpy()
         assert_close(ours, theirs, f"the change of {name} over 3 steps", floor=1e-6 * largest)
+
+
+def spec_mismatches(space, count: int = 60) -> list:
+    """Subnets (min, max and ``count`` random ones) whose project description differs from
+    the one the reference derives from the spec's tables, and stages whose width choices
+    differ."""
+    family = space.model
+    found = [f"stage {i} choices {sorted(ours)} vs {sorted(spec)}" for i, (ours, spec) in
+             enumerate(zip(stage_choices(space), torch_reference.spec_stage_choices(family)))
+             if ours != spec]
+    rng = np.random.default_rng(0)
+    subnets = [space.min_subnet(), space.max_subnet()] + [
+        space.subnet(*space.random(rng)) for _ in range(count)]
+    for subnet in subnets:
+        ours = space.arch(subnet)
+        spec = torch_reference.spec_mobilenet_arch(family, subnet.channels)
+        if json.dumps(ours, sort_keys=True) != json.dumps(spec, sort_keys=True):
+            found.append(f"{subnet}: {ours} vs {spec}")
+    return found
+
+
+@pytest.mark.parametrize("family", ["mobilenet_v1", "mobilenet_v2"])
+def test_project_supernets_match_the_spec_tables_derived_by_the_reference(family):
+    """The ImageNet structure spaces (widths, strides, expansions, residual flags, stage
+    width choices) equal ``torch_reference``'s own derivation from pssnet.md §2.1-2.3, which
+    shares no code with the project. Planted defects that fail it: block 4's stride (below, both
+    families), residual flags set on every stride-1 block, the 10% rule of make_divisible
+    dropped in the project (fails MBV1)."""
+    space = make_space(family, num_classes=1000, in_channels=3,
+                       resolutions=resolution_range(128, 224, 8))
+    assert spec_mismatches(space) == []
+    space.full_arch["blocks"][4]["stride"] = 2  # a wrong stride planted in the project
+    assert spec_mismatches(space, count=2)
+
+
+@pytest.mark.parametrize("depth", [56, 110])
+def test_dcff_compact_resnets_match_the_spec_rules_derived_by_the_reference(depth):
+    """The compact CIFAR ResNets of the published cprate strings: the project's widths equal
+    ``torch_reference``'s derivation from dcff.md §4.1 (its own rate parser and width rule).
+    Planted defects that fail it: the stem at stage 3's rate (ResNet-110), rounding instead
+    of int() (both)."""
+    from dcff_jax import architectures
+    from test_dcff import RATE_STRINGS
+    name = f"resnet{depth}"
+    compact, _ = architectures.compact_arch(name, RATE_STRINGS[name], num_classes=10,
+                                            in_channels=3)
+    spec = torch_reference.spec_resnet_cifar_compact(
+        depth, torch_reference.spec_rates(RATE_STRINGS[name]))
+    assert {"stem": compact["stem"], "stages": compact["stages"]} == spec
