@@ -217,11 +217,46 @@ def test_dcff_trains_resumes_and_exports_identically(tmp_path):
     np.testing.assert_allclose(logits, fused_logits, rtol=1e-4, atol=1e-4)
 
 
-def test_stable_mode_reselects_and_scratch_has_no_fusion(tmp_path):
+def outlier_in_every_bank(workdir: str, config) -> int:
+    """Rewrites the newest checkpoint of a fused run with one unselected filter of every bank
+    scaled 100x (far from all others, so the stable criterion must select it); returns the
+    number of banks."""
+    from common_jax import checkpoint, train_state
+    from flax import traverse_util
+    _, run, _, init = dcff_train.fused_setup(config)
+    state, host = checkpoint.read_checkpoint(workdir, train_state.abstract_state(run, init))
+    params = traverse_util.flatten_dict(jax.device_get(state["params"]))
+    selections = traverse_util.flatten_dict(jax.device_get(state["fusion"]["selection"]))
+    for key, selection in selections.items():
+        kernel = np.array(params[key[:-1] + ("kernel",)])
+        outsider = min(set(range(kernel.shape[-1])) - set(selection.tolist()))
+        kernel[..., outsider] *= 100.0
+        params[key[:-1] + ("kernel",)] = kernel
+    state = dict(state, params=traverse_util.unflatten_dict(params))
+    mngr = checkpoint.manager(workdir, async_save=False)
+    step = max(mngr.all_steps())
+    mngr.delete(step)
+    checkpoint.save(mngr, step, state, host)
+    mngr.close()
+    return len(selections)
+
+
+def test_stable_mode_reselects_when_the_weights_demand_it_and_scratch_has_no_fusion(tmp_path):
+    """A stable run through the trainer, stopped after epoch 0; one unselected filter of every
+    bank is made an outlier in the checkpoint, and the epoch-1 update of the resumed run must
+    select it in every layer (``fusion_selections_changed`` >= the number of banks; planted
+    defect that fails it: the stable update keeping the previous selection)."""
     config = dcff_tiny("stable", num_epochs=2, **{"optimizer.learning_rate": 0.3})
-    state = api.train(config, str(tmp_path / "stable")).state
+    workdir = str(tmp_path / "stable")
+    api.train(config, workdir, stop_after=8)  # 8 steps an epoch
+    banks = outlier_in_every_bank(workdir, config)
+    state = api.train(config, workdir).state
     scores = jax.tree.leaves(jax.device_get(state["fusion"]["score"]))
     assert all(np.all(np.isfinite(s)) for s in scores)
+    with open(tmp_path / "stable" / "metrics.jsonl") as f:
+        updates = {r["step"]: r["fusion_selections_changed"] for r in map(json.loads, f)
+                   if "fusion_selections_changed" in r}
+    assert updates[8] >= banks
     scratch = dcff_tiny("scratch", num_train_steps=2)
     result = api.train(scratch, str(tmp_path / "scratch"))
     summary, state = result.summary, result.state
