@@ -245,6 +245,15 @@ def main_job_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
             f"min net")
 
 
+def old_default_sentence(rows: list[dict], candidate: str = "lr0.1") -> str:
+    """The README's and docs/RESULTS.md's words on the old default's loss spikes: the maximum
+    training loss of each of its runs, with their seeds."""
+    runs = sorted(_embedded_runs(rows, candidate), key=lambda r: -r["max_train_loss_after_warmup"])
+    losses = " and ".join(f"{r['max_train_loss_after_warmup']:.1f}" for r in runs)
+    seeds = " and ".join(str(r["seed"]) for r in runs)
+    return f"reached training losses of {losses} (seeds {seeds}"
+
+
 def tables(rows: list[dict], chosen: str = CHOSEN) -> str:
     """The sweep's tables as docs/RESULTS.md shows them."""
     return "\n\n".join([
