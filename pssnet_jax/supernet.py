@@ -85,6 +85,29 @@ class MaskedBatchNorm(nn.Module):
         return (y * (scale * mask) + bias * mask).astype(self.dtype)
 
 
+def ghost_bn_groups(batch: int, devices: int) -> list[int]:
+    """The ghost-BN group sizes that fit ``batch`` images sharded over ``devices``: a group
+    lies within one device's share or spans whole shares. Any other group makes XLA
+    all-gather every BatchNorm's activations (measured in the compiled HLO on 8 CPU
+    devices: batch 48 with groups 4, 8 or 16 all-gathers; 1, 2, 3, 6, 12, 24, 48 do not)."""
+    share = batch // devices
+    return [g for g in range(1, batch + 1)
+            if batch % g == 0 and (share % g == 0 or g % share == 0)]
+
+
+def check_ghost_bn(group: int, batch: int, devices: int) -> None:
+    """One-line ValueError for a ``bn_group_size`` (dividing the batch, ``validate``) that
+    does not fit the device count (``ghost_bn_groups``; 0 = statistics over the whole batch).
+    Called by ``supernet_run.setup``, before any compile (``validation.validate`` runs
+    before ``jax.distributed`` is initialised and must not ask for devices)."""
+    if group and batch % devices == 0 and group not in ghost_bn_groups(batch, devices):
+        raise ValueError(f"config.pssnet.bn_group_size={group} does not fit "
+                         f"config.batch_size={batch} on {devices} devices ({batch // devices} "
+                         f"images each): groups would straddle devices and every BatchNorm "
+                         f"would all-gather its activations; use 0 or one of "
+                         f"{ghost_bn_groups(batch, devices)}")
+
+
 def active_arch(full_arch: dict, widths: dict) -> dict:
     """The max-net description with a subnet's active widths (``widths_of``; traced inside a
     compiled step) in place of the full ones; the structure stays the max net's."""

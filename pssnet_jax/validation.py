@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from common_jax import checkpoint, data, paths
@@ -61,33 +60,11 @@ def validate(config, need_latency_table: bool = True) -> None:
             raise ValueError(f"config.pssnet.{key}={cfg[key]!r} must be at least 1")
     if not 0 <= cfg.ema < 1:
         raise ValueError(f"config.pssnet.ema={cfg.ema!r} must be in [0, 1)")
-    check_ghost_bn(cfg.bn_group_size, config.batch_size, jax.device_count())
+    if cfg.bn_group_size and (cfg.bn_group_size < 0 or config.batch_size % cfg.bn_group_size):
+        raise ValueError(f"config.pssnet.bn_group_size={cfg.bn_group_size} must divide "
+                         f"config.batch_size={config.batch_size}")
     _validate_export(config, space)
     _validate_latency(config, space, need_latency_table)
-
-
-def ghost_bn_groups(batch: int, devices: int) -> list[int]:
-    """The ghost-BN group sizes that fit ``batch`` images sharded over ``devices``: a group
-    lies within one device's share or spans whole shares. Any other group makes XLA
-    all-gather every BatchNorm's activations (measured in the compiled HLO on 8 CPU
-    devices: batch 48 with groups 4, 8 or 16 all-gathers; 1, 2, 3, 6, 12, 24, 48 do not)."""
-    share = batch // devices
-    return [g for g in range(1, batch + 1)
-            if batch % g == 0 and (share % g == 0 or g % share == 0)]
-
-
-def check_ghost_bn(group: int, batch: int, devices: int) -> None:
-    """One-line ValueError for a ``bn_group_size`` that does not divide the batch or does
-    not fit the device count (``ghost_bn_groups``; 0 = statistics over the whole batch)."""
-    if group and (group < 0 or batch % group):
-        raise ValueError(f"config.pssnet.bn_group_size={group} must divide "
-                         f"config.batch_size={batch}")
-    if group and batch % devices == 0 and group not in ghost_bn_groups(batch, devices):
-        raise ValueError(f"config.pssnet.bn_group_size={group} does not fit "
-                         f"config.batch_size={batch} on {devices} devices ({batch // devices} "
-                         f"images each): groups would straddle devices and every BatchNorm "
-                         f"would all-gather its activations; use 0 or one of "
-                         f"{ghost_bn_groups(batch, devices)}")
 
 
 def _validate_export(config, space) -> None:

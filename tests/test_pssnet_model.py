@@ -11,7 +11,7 @@ from common_jax import export, models
 from common_jax.data import DATASETS
 from common_jax.models import ops
 from conftest import python_on_devices
-from pssnet_jax import space as space_lib, supernet, validation
+from pssnet_jax import space as space_lib, supernet
 
 
 def test_align_corners_resize_matches_the_torch_formula():
@@ -91,23 +91,21 @@ print("HLO", json.dumps(found))
 
 def test_ghost_bn_groups_that_straddle_devices_are_refused_and_others_reduce_once():
     """Batch 48 on 8 CPU devices (6 images each), one masked BN compiled per group size: the
-    groups ``validation.ghost_bn_groups`` allows compile without an all-gather and the others
+    groups ``supernet.ghost_bn_groups`` allows compile without an all-gather and the others
     all-gather (so the check refuses exactly those); whole-batch statistics cost one
     all-reduce (mean and mean square in one pass, combined). Planted defects that fail it: a
     two-pass variance (2 all-reduces), allowing every divisor of the batch."""
     out = python_on_devices(GHOST_BN_HLO, devices=8)
     found = {int(k): v for k, v in json.loads(out.split("HLO ", 1)[1]).items()}
-    allowed = validation.ghost_bn_groups(48, 8)
+    allowed = supernet.ghost_bn_groups(48, 8)
     assert allowed == [1, 2, 3, 6, 12, 24, 48]
     for group, ops_found in found.items():
         assert ("all-gather" in ops_found) == (group != 0 and group not in allowed), group
     assert found[0] == {"all-reduce": {"count": 1, "bytes": 2 * 8 * 4}}
-    validation.check_ghost_bn(12, 48, 8)
+    supernet.check_ghost_bn(12, 48, 8)
     with pytest.raises(ValueError, match=r"bn_group_size=16 does not fit config.batch_size=48 "
                                          r"on 8 devices \(6 images each\).*\[1, 2, 3, 6, 12"):
-        validation.check_ghost_bn(16, 48, 8)
-    with pytest.raises(ValueError, match="bn_group_size=5 must divide config.batch_size=48"):
-        validation.check_ghost_bn(5, 48, 8)
+        supernet.check_ghost_bn(16, 48, 8)
 
 
 def test_batch_norm_without_groups_uses_whole_batch_statistics_and_zeroes_masked_channels():
