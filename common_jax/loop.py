@@ -102,7 +102,7 @@ class Loop:
         self.eval_every = config.eval_every_steps or run.steps_per_epoch
         self.ckpt_every = config.checkpoint_every_steps or run.steps_per_epoch
         self.preemption, self.preempted = Preemption(), False
-        self._batches, self.tracing = None, False
+        self._batches, self._peeked, self.tracing = None, None, False
         self.steady_start, self.steady_step = self.start, 0
 
     def restore(self, abstract) -> tuple | None:
@@ -162,9 +162,18 @@ class Loop:
 
     def next_batch(self):
         """The global batch of the current step (the stream continues at the resumed step)."""
+        if self._peeked is not None:
+            batch, self._peeked = self._peeked, None
+            return batch
         if self._batches is None:
             self._batches = self.run.input.train_batches(self.step)
         return mesh_lib.global_batch(next(self._batches), self.run.mesh)
+
+    def peek_batch(self):
+        """The batch ``next_batch`` returns next, read now (to compile for its shapes)."""
+        if self._peeked is None:
+            self._peeked = self.next_batch()
+        return self._peeked
 
     def after_step(self, metrics: dict) -> bool:
         """Counts the step; logs the first one (compiles) and every ``log_every_steps`` (step,

@@ -46,18 +46,35 @@ class SubnetEvaluator:
                                       self.fns.images(batch), widths, resolution, train=False)
         return evaluation.batch_sums(logits, batch)
 
+    def bn_program(self, resolution: int, args):
+        """One recalibration batch at ``resolution`` (compiled once per resolution)."""
+        return self.fns.compiled.get("bn recalibration",
+                                     lambda *a, r=resolution: self._bn_step(*a, r), args,
+                                     (resolution,))
+
+    def eval_program(self, resolution: int, args):
+        """One evaluation batch's sums at ``resolution`` (compiled once per resolution)."""
+        return self.fns.compiled.get("subnet eval",
+                                     lambda *a, r=resolution: self._eval_sums(*a, r), args,
+                                     (resolution,))
+
+    def recal_batch(self):
+        """The first recalibration batch (on the devices)."""
+        return self._recal_stream()[0]
+
+    @staticmethod
+    def initial_stats(stats_like):
+        """Reset BN statistics (mean 0, variance 1) shaped like ``stats_like``."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: jnp.ones_like(x) if path[-1].key == "var" else jnp.zeros_like(x),
+            stats_like)
+
     def recalibrate(self, params, stats_like, widths, resolution):
         """BN statistics of one subnet: the cumulative average over the recal batches."""
-        stats = jax.tree.map(lambda x: jnp.zeros_like(x), stats_like)
-        stats = jax.tree_util.tree_map_with_path(
-            lambda path, x: jnp.ones_like(x) if path[-1].key == "var" else x, stats)
+        stats = self.initial_stats(stats_like)
         for t, batch in enumerate(self._recal_stream()):
-            momentum = np.float32(t / (t + 1))
-            args = (params, stats, batch, widths, momentum)
-            fn = self.fns.compiled.get(
-                "bn recalibration", lambda *a, r=resolution: self._bn_step(*a, r), args,
-                (resolution,))
-            stats = fn(*args)
+            args = (params, stats, batch, widths, np.float32(t / (t + 1)))
+            stats = self.bn_program(resolution, args)(*args)
         return stats
 
     def loss_and_accuracy(self, params, stats, widths, resolution, batches) -> dict:
@@ -65,7 +82,5 @@ class SubnetEvaluator:
         def sums():
             for host_batch in batches:
                 args = (params, stats, mesh_lib.global_batch(host_batch, self.mesh), widths)
-                fn = self.fns.compiled.get("subnet eval", lambda *a, r=resolution:
-                                           self._eval_sums(*a, r), args, (resolution,))
-                yield fn(*args)
+                yield self.eval_program(resolution, args)(*args)
         return evaluation.accumulate(sums())

@@ -104,7 +104,7 @@ class StepFunctions:
         (_, (logits, ce, kl, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         probs = jax.lax.stop_gradient(jax.nn.softmax(at_least_float32(logits)))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy}
+        return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy, "score": -ce}
 
     def subnet_grad(self, resolution: int):
         """The uncompiled gradient function of one resolution (what ``step`` compiles)."""
@@ -135,7 +135,7 @@ class StepFunctions:
                                                    1.0)
             grads.append(g)
             outs.append(out)
-        metrics = {"loss": top["ce"], "accuracy": top["accuracy"], "score": -outs[0]["ce"],
+        metrics = {"loss": top["ce"], "accuracy": top["accuracy"], "score": outs[0]["score"],
                    "kl_mid": outs[0]["kl"], "kl_min": outs[1]["kl"]}
         return tuple(grads), stats, metrics
 
@@ -152,17 +152,30 @@ class StepFunctions:
         nets = ((max_widths, self.max_resolution), mid, low)
         if mode == "single":
             resolutions = tuple(r for _, r in nets)
-            fn = functools.partial(self._single, resolutions=resolutions)
             args = (state, batch, max_widths, mid[0], low[0])
-            return self.compiled.get("single step", fn, args, resolutions, donate=(0,))(*args)
+            return self.single_program(resolutions, args)(*args)
 
         def grad_fn(resolution):
             def call(*args):
-                return self.compiled.get("subnet grad at", self.subnet_grad(resolution), args,
-                                         (resolution,))(*args)
+                return self.grad_program(resolution, args)(*args)
             return call
 
         grads, stats, metrics = self._three(grad_fn, state, batch, nets, self.no_teacher(batch))
         args = (state, grads, stats)
-        new_state, lr = self.compiled.get("update", self._update, args, donate=(0,))(*args)
+        new_state, lr = self.update_program(args)(*args)
         return new_state, {**metrics, "learning_rate": lr}
+
+    # -- the compiled programs (compiled on first request, or ahead by precompile.py) -------
+    def grad_program(self, resolution: int, args):
+        """Split mode: one subnet's gradient at ``resolution`` for arguments like ``args``."""
+        return self.compiled.get("subnet grad at", self.subnet_grad(resolution), args,
+                                 (resolution,))
+
+    def update_program(self, args):
+        """Split mode: the SGD update with the three gradients (the state is donated)."""
+        return self.compiled.get("update", self._update, args, donate=(0,))
+
+    def single_program(self, resolutions: tuple, args):
+        """Single mode: the whole step for the (max, middle, min) nets' resolutions."""
+        fn = functools.partial(self._single, resolutions=resolutions)
+        return self.compiled.get("single step", fn, args, resolutions, donate=(0,))

@@ -20,6 +20,7 @@ from common_jax.loop import Loop, write_eval_summary
 from pssnet_jax import ladder, report, selection, subnet_export, supernet_run, torch_import
 from pssnet_jax.draw import diagnostics, sampled_step
 from pssnet_jax.host_state import HostState
+from pssnet_jax.precompile import precompile
 from pssnet_jax.space import space_from_config
 from pssnet_jax.validation import validate  # noqa: F401  (the registry's entry point)
 
@@ -55,6 +56,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
             state = initialized_from_run(pss, state, host, abstract, config.init_from)
         costs = pss.costs()
         loop.log_plan(costs)
+        if loop.running():
+            precompile(pss, state, loop.peek_batch(), cfg.step_mode)
+        requests_before = compiles.requests
         max_widths = pss.widths(pss.max_subnet)
         low = (pss.widths(pss.min_subnet), pss.min_subnet.resolution)
 
@@ -81,7 +85,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
             loop.eval_metrics = pss.max_net_eval(state)
         host.flush()
         kept = selection.select_and_report(pss, host, state, workdir)
-        return loop.write_summary(costs, kept), state
+        after_startup = compiles.requests - requests_before
+        log.info("XLA programs compiled or loaded after start-up (training, evaluation, "
+                 "selection): %d", after_startup)
+        return loop.write_summary(costs, {**kept, "xla_programs_after_startup":
+                                          after_startup}), state
 
 
 def initialized_from_run(pss: supernet_run.SupernetRun, state, host: HostState, abstract,

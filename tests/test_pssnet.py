@@ -129,6 +129,9 @@ def test_run_leaves_subnets_plot_and_max_net_summary(pss_run):
         assert entry["selection_accuracy"] is not None and 0 <= entry["test_accuracy"] <= 1
         assert entry["rank"] in (1, 2)
     assert summary["eval_accuracy"] == document["max"]["test_accuracy"]
+    # Every program was compiled before the first step (pssnet_jax/precompile.py): none is
+    # compiled or loaded later, in training, evaluation or selection.
+    assert summary["xla_programs_after_startup"] == 0
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f if "loss_kl_mid" in line]
     assert [line["step"] for line in logged] == [4, 8, 12, 16]
@@ -216,7 +219,8 @@ def test_profile_reports_max_and_min_flops():
      "resolution 20 is outside the structure space; allowed: "),
     ("export.subnet", '{"resolution": 24, "channels": [32, 16, 24, 32, 64, 96, 160, 300]}',
      "stage 7 width 300 is outside the structure space"),
-    ("init_from", "common_jax", "a PSS-Net run starts from a PSS-Net workdir")])
+    ("init_from", "common_jax", "a PSS-Net run starts from a PSS-Net workdir"),
+    ("pssnet.bn_group_size", 5, "bn_group_size=5 must divide config.batch_size=")])
 def test_bad_pssnet_config_is_a_one_line_error(key, value, message):
     from pssnet_dcff import registry
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
