@@ -1,4 +1,5 @@
-"""Pod-scale costs counted on this CPU: the collectives of the compiled training steps.
+"""Pod-scale costs counted on this CPU: the collectives of the compiled training steps, and
+the start-up compile of every program, serial against parallel.
 
     python benchmarks/pod_efficiency.py [--devices=8] [--batch=48] [--out=FILE.json]
 
@@ -10,7 +11,10 @@ collectives (all-reduce, all-gather, reduce-scatter, all-to-all, collective-perm
 bytes they move. A PSS-Net step in split mode is four programs (the max net's, the middle and
 the min net's gradient at their resolutions, then the update); single mode is one. The ratio
 to the parameter bytes says how often the gradient crosses the interconnect per step (about
-1 is one all-reduce of the gradient). Issue 27 part 3; prints a table and writes JSON.
+1 is one all-reduce of the gradient). Then, in fresh processes on one device with the
+persistent cache off, ``pssnet_jax/precompile.py`` compiles every program of the embedded
+PSS-Net run with 1 thread and with one thread per CPU core (wall and summed seconds).
+Issue 27 parts 2 and 3; prints tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -130,6 +134,32 @@ def child(args) -> dict:
             "cases": cases}
 
 
+def compile_child(workers: int) -> dict:
+    """Start-up compile of the embedded PSS-Net run (one device, no persistent cache) with
+    ``workers`` threads: programs, wall seconds and the sum of their compile seconds."""
+    from common_jax import mesh as mesh_lib, train_state
+    from pssnet_dcff import api
+    from pssnet_jax import supernet_run
+    from pssnet_jax.precompile import precompile
+
+    config = api.load_config("configs/pssnet/embedded.py", compilation_cache_dir="off")
+    sr = supernet_run.setup(config)
+    state = train_state.init_state(sr.run, sr.init())
+    batch = mesh_lib.global_batch(next(sr.run.input.train_batches(0)), sr.run.mesh)
+    return precompile(sr, state, batch, config.pssnet.step_mode, workers=workers)
+
+
+def run_child(flags: list, devices: int) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *flags], cwd=ROOT,
+                            env=env, capture_output=True, text=True)
+    found = re.search(r"^POD_RESULT (.*)$", result.stdout, re.M)
+    if result.returncode or not found:
+        raise SystemExit(result.stderr[-3000:])
+    return json.loads(found[1])
+
+
 def table(report: dict) -> str:
     lines = [f"{'step':<16}{'programs':>9}{'all-reduces':>13}{'all-reduce MB':>15}"
              f"{'x param bytes':>15}{'all-gathers':>13}{'other':>7}"]
@@ -153,25 +183,28 @@ def main():
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument("--out", default="")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile_workers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("POD_RESULT " + json.dumps(child(args)))
         return
+    if args.compile_workers:
+        print("POD_RESULT " + json.dumps(compile_child(args.compile_workers)))
+        return
     if args.devices < 2 or args.batch % args.devices:
         raise SystemExit(f"--devices={args.devices} --batch={args.batch}: need at least 2 "
                          f"devices and a batch divisible by them")
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices}")
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                             f"--devices={args.devices}", f"--batch={args.batch}"],
-                            cwd=ROOT, env=env, capture_output=True, text=True)
-    found = re.search(r"^POD_RESULT (.*)$", result.stdout, re.M)
-    if result.returncode or not found:
-        raise SystemExit(result.stderr[-3000:])
-    report = {**json.loads(found[1]), "batch": args.batch, "cpus": os.cpu_count(),
-              "platform": platform.platform(), "date": datetime.date.today().isoformat(),
-              "provenance": provenance()}
+    report = run_child(["--child", f"--devices={args.devices}", f"--batch={args.batch}"],
+                       args.devices)
+    cpus = os.cpu_count() or 1
+    report["compile"] = {"serial": run_child(["--compile_workers=1"], 1),
+                         "parallel": run_child([f"--compile_workers={cpus}"], 1),
+                         "threads": cpus}
+    report.update(batch=args.batch, cpus=cpus, platform=platform.platform(),
+                  date=datetime.date.today().isoformat(), provenance=provenance())
     print(table(report))
+    print(f"start-up compile of the embedded PSS-Net run: {report['compile']['serial']}"
+          f" serial, {report['compile']['parallel']} in {cpus} threads")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
