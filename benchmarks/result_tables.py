@@ -184,6 +184,16 @@ def pod_efficiency_table(before: dict, after: dict) -> str:
                   "all-gathers before / after"], rows)
 
 
+def pod_compile_table(doc: dict) -> str:
+    """benchmarks/pod_efficiency.py: start-up compile of the embedded run, serial vs threads."""
+    c = doc["compile"]
+    rows = [[label, str(r["programs"]), f"{r['wall_s']:.1f} s", f"{r['sum_s']:.1f} s"]
+            for label, r in (("1 thread", c["serial"]), (f"{c['threads']} threads",
+                                                          c["parallel"]))]
+    return _rows(["compiling every program of the embedded PSS-Net run", "programs",
+                  "wall time", "sum of the programs' compile times"], rows)
+
+
 def pod_machine_line(doc: dict) -> str:
     """The machine line of a benchmarks/pod_efficiency.py output."""
     return (f"{doc['device']}, {doc['devices']} fake devices on {doc['cpus']} CPUs, jax "
@@ -204,6 +214,7 @@ def all_tables() -> dict[str, str]:
         "depthwise": depthwise_table(throughput, load("throughput_cpu_conv.json")),
         "pod_efficiency": pod_efficiency_table(load("pod_efficiency_before.json"),
                                                load("pod_efficiency.json")),
+        "pod_compile": pod_compile_table(load("pod_efficiency.json")),
         "latency_predictor": latency_predictor_table(
             [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
     }
