@@ -76,19 +76,25 @@ def _tree_bytes(tree) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def pssnet_programs(batch: int, mode: str) -> tuple[dict, int]:
-    """({program: collectives}, parameter bytes) of one PSS-Net step of the embedded run."""
-    import numpy as np
-
+def embedded_pssnet(**overrides) -> tuple:
+    """(SupernetRun, fresh train state, first global batch) of the embedded PSS-Net run with
+    the persistent compilation cache off."""
     from common_jax import mesh as mesh_lib, train_state
     from pssnet_dcff import api
     from pssnet_jax import supernet_run
 
-    config = api.load_config("configs/pssnet/embedded.py", batch_size=batch,
-                             compilation_cache_dir="off", **{"pssnet.step_mode": mode})
+    config = api.load_config("configs/pssnet/embedded.py", compilation_cache_dir="off",
+                             **overrides)
     sr = supernet_run.setup(config)
     state = train_state.init_state(sr.run, sr.init())
-    batch_arrays = mesh_lib.global_batch(next(sr.run.input.train_batches(0)), sr.run.mesh)
+    return sr, state, mesh_lib.global_batch(next(sr.run.input.train_batches(0)), sr.run.mesh)
+
+
+def pssnet_programs(batch: int, mode: str) -> tuple[dict, int]:
+    """({program: collectives}, parameter bytes) of one PSS-Net step of the embedded run."""
+    import numpy as np
+
+    sr, state, batch_arrays = embedded_pssnet(batch_size=batch, **{"pssnet.step_mode": mode})
     space = sr.space
     mid = space.subnet(*space.random(np.random.default_rng(0)))
     low = sr.min_subnet
@@ -137,16 +143,10 @@ def child(args) -> dict:
 def compile_child(workers: int) -> dict:
     """Start-up compile of the embedded PSS-Net run (one device, no persistent cache) with
     ``workers`` threads: programs, wall seconds and the sum of their compile seconds."""
-    from common_jax import mesh as mesh_lib, train_state
-    from pssnet_dcff import api
-    from pssnet_jax import supernet_run
     from pssnet_jax.precompile import precompile
 
-    config = api.load_config("configs/pssnet/embedded.py", compilation_cache_dir="off")
-    sr = supernet_run.setup(config)
-    state = train_state.init_state(sr.run, sr.init())
-    batch = mesh_lib.global_batch(next(sr.run.input.train_batches(0)), sr.run.mesh)
-    return precompile(sr, state, batch, config.pssnet.step_mode, workers=workers)
+    sr, state, batch = embedded_pssnet()
+    return precompile(sr, state, batch, sr.config.pssnet.step_mode, workers=workers)
 
 
 def run_child(flags: list, devices: int) -> dict:

@@ -87,8 +87,7 @@ def setup(config: ml_collections.ConfigDict) -> SupernetRun:
     info = data.dataset_info(config.dataset.name)
     space = space_from_config(config, info)
     run = run_lib.setup(config, space.full_arch)
-    supernet.check_ghost_bn(config.pssnet.bn_group_size, config.batch_size,
-                              jax.device_count())
+    supernet.check_ghost_bn(config.pssnet.bn_group_size, config.batch_size, jax.device_count())
     model = supernet.build_supernet(space.full_arch, models.DTYPES[config.compute_dtype],
                                     config.model.depthwise_impl, config.pssnet.bn_group_size)
     fns = StepFunctions(model, run.tx, run.schedule, info, models.DTYPES[config.compute_dtype],
