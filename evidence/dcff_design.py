@@ -1,0 +1,236 @@
+"""The DCFF study a reviewer asks for (issue #28 parts 1-2): the temperature schedule and the
+run length crossed (2 x 2), and an L1-norm control pruned from the full-width network of the
+same recipe, all on the evidence study's data and compact widths (evidence/study.py).
+
+    python -m evidence.dcff_design                  # 5 seeds, every arm (hours on 2 CPU cores)
+    python -m evidence.dcff_design --tiny           # its smoke-test form on the embedded subset
+    python -m evidence.dcff_design --seeds=0,1      # some seeds (the rest later: runs are reused)
+
+Arms, each seed (ResNet-20 on 28 px Fashion-MNIST, rates ``[0.5]*9+[0.0]*3``, cosine LR):
+
+- ``baseline`` (full width) for 4 and for 8 epochs;
+- DCFF ``faithful`` and ``stable`` with the ``epoch`` (official: T recomputed per epoch of
+  this run) and the ``progress`` (T of progress x 300 paper epochs, every 3 steps) schedules,
+  each for 4 and for 8 epochs;
+- ``scratch`` (the compact widths, no fusion) for 4 and for 8 epochs;
+- ``l1``: the full-width ``baseline`` of E epochs pruned by L1 norm (Li et al.) to the compact
+  widths, fine-tuned for 4 epochs at lr 0.02: ``l1 4+4`` has the total training of the
+  8-epoch arms, ``l1 8+4`` pre-trains as long as they do and trains 12 epochs in all.
+
+Every run has its own workdir under ``--workdir``, reused only when its config.json equals the
+run's config (``evidence.study.train_or_reuse``), so the study continues across sessions and
+never mixes recipes. Writes ``results.json`` (rows, provenance, each run's config digest) and
+``tables.md`` to ``--out``; docs/RESULTS.md section 1c reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from common_jax import data, export as export_lib, files, paths
+from common_jax.data import idx
+from common_jax.provenance import config_digest, provenance
+from dcff_jax import architectures
+from evidence import study
+from evidence.l1_pruning import prune_first_convs
+from pssnet_dcff import api
+
+LENGTHS = (4, 8)
+SCHEDULES = ("epoch", "progress")
+MODES = ("faithful", "stable")
+FINETUNE_EPOCHS = 4
+log = logging.getLogger(__name__)
+PROGRESS = {"dcff.schedule": "progress", "dcff.paper_epochs": 300, "dcff.update_every_steps": 3}
+
+
+def arms(epochs: tuple = LENGTHS, finetune: int = FINETUNE_EPOCHS) -> list[dict]:
+    """Every arm of one seed: {"arm", "variant", "schedule", "epochs", "total_epochs"}, with
+    ``pretrain_epochs`` for L1 (the baseline it is pruned from)."""
+    out = [{"arm": f"baseline {e}", "variant": "baseline", "schedule": None, "epochs": e,
+            "total_epochs": e} for e in epochs]
+    out += [{"arm": f"{mode} {schedule} {e}", "variant": mode, "schedule": schedule,
+             "epochs": e, "total_epochs": e}
+            for e in epochs for schedule in SCHEDULES for mode in MODES]
+    out += [{"arm": f"scratch {e}", "variant": "scratch", "schedule": None, "epochs": e,
+             "total_epochs": e} for e in epochs]
+    out += [{"arm": f"l1 {e}+{finetune}", "variant": "l1", "schedule": None, "epochs": finetune,
+             "pretrain_epochs": e, "total_epochs": e + finetune} for e in epochs]
+    return out
+
+
+def workdir_name(arm: dict, seed: int) -> str:
+    return arm["arm"].replace(" ", "_").replace("+", "_ft") + f"_seed{seed}"
+
+
+def arm_config(arm: dict, seed: int, scale: dict, data_dir: str, root: str):
+    """The run's config (for L1: of its fine-tuning, from the pruned baseline under ``root``)."""
+    extra = {"num_epochs": arm["epochs"]}
+    if arm["schedule"] == "progress":
+        extra.update(PROGRESS)
+    if arm["variant"] == "l1":
+        pre = {"arm": f"baseline {arm['pretrain_epochs']}"}
+        extra.update(init_from=os.path.join(root, workdir_name(pre, seed), "pruned"),
+                     **{"optimizer.learning_rate": scale["finetune_lr"]})
+    return study.dcff_config(arm["variant"], seed, scale, data_dir, **extra)
+
+
+def prune_baseline(arm: dict, seed: int, scale: dict, data_dir: str, root: str) -> None:
+    """The L1 arm's starting point: its baseline (trained first, as an arm of its own) pruned
+    to the compact widths by L1 norm and exported beside that baseline's run."""
+    pre = {"arm": f"baseline {arm['pretrain_epochs']}", "variant": "baseline",
+           "schedule": None, "epochs": arm["pretrain_epochs"]}
+    pre_config = arm_config(pre, seed, scale, data_dir, root)
+    pre_dir = os.path.join(root, workdir_name(pre, seed))
+    study.train_or_reuse(pre_config, pre_dir)
+    pruned = os.path.join(pre_dir, "pruned")
+    if os.path.exists(os.path.join(pruned, "model.json")):
+        return
+    info = data.dataset_info(pre_config.dataset.name)
+    compact, _ = architectures.compact_arch("resnet20", study.DCFF_RATES,
+                                            num_classes=info.num_classes,
+                                            in_channels=info.channels)
+    _, variables, _ = export_lib.load_exported(api.export(pre_config, pre_dir))
+    export_lib.export_model(pruned, compact, prune_first_convs(variables, compact),
+                            image_size=data.image_size(pre_config.dataset), info=info)
+
+
+def finished_summary(config, workdir: str) -> dict | None:
+    """The summary of a finished run of exactly ``config`` in ``workdir``, else None."""
+    path = os.path.join(workdir, "summary.json")
+    if files.config_changes(workdir, config) or not os.path.exists(path):
+        return None
+    summary = json.loads(paths.read_text(path))
+    return summary if summary.get("finished", True) and not summary.get("preempted") else None
+
+
+def run_arm(arm: dict, seed: int, scale: dict, data_dir: str, root: str,
+            train: bool = True) -> dict | None:
+    """One arm of one seed: trained or reused; its row of results.json. With ``train``
+    False only a finished run is read (None if there is none)."""
+    if arm["variant"] == "l1" and train:
+        prune_baseline(arm, seed, scale, data_dir, root)
+    elif arm["variant"] == "l1" and not os.path.exists(os.path.join(
+            root, workdir_name({"arm": f"baseline {arm['pretrain_epochs']}"}, seed), "pruned",
+            "model.json")):
+        return None
+    config = arm_config(arm, seed, scale, data_dir, root)
+    workdir = os.path.join(root, workdir_name(arm, seed))
+    summary = (study.train_or_reuse(config, workdir) if train
+               else finished_summary(config, workdir))
+    if summary is None:
+        return None
+    return {**arm, "seed": seed, "test_accuracy": summary["eval_accuracy"],
+            "flops": summary["flops"], "params": summary["params"],
+            "wall_time_s": summary["wall_time_s"], "config_sha256": config_digest(config),
+            "workdir": workdir}
+
+
+def accuracies(rows: list[dict]) -> dict:
+    """arm -> {seed: test accuracy}."""
+    out: dict = {}
+    for row in rows:
+        out.setdefault(row["arm"], {})[row["seed"]] = row["test_accuracy"]
+    return out
+
+
+def arm_table(rows: list[dict]) -> str:
+    """Per arm: total epochs, MFLOPs, test accuracy % mean ± std over seeds, per seed."""
+    lines = ["| arm | schedule | training epochs (total) | MFLOPs | test accuracy % "
+             "(mean ± std, n) | per seed |", "|---|---|---|---|---|---|"]
+    seen = []
+    for row in rows:
+        if row["arm"] not in seen:
+            seen.append(row["arm"])
+    for name in seen:
+        runs = [r for r in rows if r["arm"] == name]
+        first = runs[0]
+        epochs = (f"{first['pretrain_epochs']} + {first['epochs']} fine-tuning"
+                  if first["variant"] == "l1" else str(first["epochs"]))
+        lines.append(f"| {first['variant']} | {first['schedule'] or '-'} | {epochs} "
+                     f"({first['total_epochs']}) | {first['flops'] / 1e6:.2f} | "
+                     f"{study.mean_std(r['test_accuracy'] for r in runs)} (n={len(runs)}) | "
+                     + ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs) + " |")
+    return "\n".join(lines)
+
+
+def comparisons(lengths: tuple = LENGTHS, finetune: int = FINETUNE_EPOCHS) -> list[tuple]:
+    """(question, arm A, arm B) of the paired tables: the schedule at equal length, the
+    length at equal schedule, and DCFF and scratch against the controls."""
+    short, long = lengths
+    out = [("schedule at equal length", f"{m} progress {e}", f"{m} epoch {e}")
+           for e in lengths for m in MODES]
+    out += [("length at equal schedule", f"{m} {s} {long}", f"{m} {s} {short}")
+            for s in SCHEDULES for m in MODES]
+    out += [("length at equal schedule", f"scratch {long}", f"scratch {short}")]
+    for e in lengths:
+        out += [("against the controls", f"{m} {s} {e}", f"scratch {e}")
+                for s in SCHEDULES for m in MODES]
+    l1_equal, l1_long = f"l1 {short}+{finetune}", f"l1 {long}+{finetune}"
+    for control in (l1_equal, l1_long):
+        out += [("against the controls", f"{m} {s} {long}", control)
+                for s in SCHEDULES for m in MODES]
+        out.append(("against the controls", f"scratch {long}", control))
+    return out
+
+
+def paired_table(rows: list[dict], lengths: tuple = LENGTHS,
+                 finetune: int = FINETUNE_EPOCHS) -> str:
+    """The comparisons of ``comparisons`` paired by seed (seeds both arms have): n, mean
+    difference in points, paired t-test and Wilcoxon signed-rank p-values."""
+    acc = accuracies(rows)
+    lines = ["| question | comparison | n | mean difference (points) | paired t-test p | "
+             "Wilcoxon p |", "|---|---|---|---|---|---|"]
+    for question, a, b in comparisons(lengths, finetune):
+        seeds = sorted(set(acc.get(a, {})) & set(acc.get(b, {})))
+        if len(seeds) < 2:
+            continue
+        cells = study.paired_cells([acc[a][s] for s in seeds], [acc[b][s] for s in seeds])
+        lines.append(f"| {question} | {a} - {b} | {cells} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="smoke-test form (embedded data)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma list")
+    parser.add_argument("--data_dir", default=idx.DEFAULT_FASHION_MNIST_DIR,
+                        help="the full Fashion-MNIST IDX files")
+    parser.add_argument("--workdir", default="runs/dcff_design")
+    parser.add_argument("--out", default="docs/evidence/dcff_design")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: tables of the finished runs only")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    scale = study.TINY if args.tiny else study.FULL
+    lengths, finetune = ((1, 2), 1) if args.tiny else (LENGTHS, FINETUNE_EPOCHS)
+    if not args.tiny:
+        idx.load_idx_split(args.data_dir, "t10k")  # a clear error before hours of work
+    study.quiet_logging()
+    command = "python -m evidence.dcff_design " + " ".join(sys.argv[1:])
+    start, rows = time.perf_counter(), []
+    for seed in seeds:
+        for arm in arms(lengths, finetune):
+            if not args.report:
+                log.info("dcff_design: %s seed %d", arm["arm"], seed)
+            row = run_arm(arm, seed, scale, args.data_dir, args.workdir, not args.report)
+            rows += [row] if row else []
+    tables = ["## DCFF: schedule x length, and the L1 control", "", arm_table(rows), "",
+              paired_table(rows, lengths, finetune), ""]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"command": command, "provenance": provenance(command), "seeds": seeds,
+                   "lengths": list(lengths), "finetune_epochs": finetune,
+                   "wall_time_s": time.perf_counter() - start, "rows": rows}, f, indent=2)
+    with open(os.path.join(args.out, "tables.md"), "w") as f:
+        f.write("\n".join(tables))
+    print("\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
