@@ -72,10 +72,11 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
         results = f.read()
     assert recipe_sweep.main_job_table(rows) in readme
     assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
+    assert recipe_sweep.heldout_sentence(rows) in " ".join(results.split())
     spikes = recipe_sweep.old_default_sentence(rows)
     assert spikes in " ".join(readme.split()) and spikes in " ".join(results.split())
     for table in (recipe_sweep.sweep_table(rows), recipe_sweep.candidate_table(rows),
-                  recipe_sweep.robustness_table(rows),
+                  recipe_sweep.robustness_table(rows), recipe_sweep.heldout_table(rows),
                   recipe_sweep.sampling_table(rows, recipe_sweep.CHOSEN)):
         assert table in results, table[:80]
 
