@@ -1,10 +1,11 @@
 """JAX's persistent compilation cache, on by default, so restarts do not compile again.
 
-``config.compilation_cache_dir``: '' uses ``$JAX_COMPILATION_CACHE_DIR`` when set, else
-``~/.cache/pssnet-dcff-jax/xla``; 'off' disables the cache; anything else is the directory
-(on a pod, a path every host can write, or a local directory per host). Every executable is
-cached (no minimum compile time), so a warm restart compiles nothing; ``CompileStats``
-counts what a run compiled.
+``config.compilation_cache_dir``: '' uses ``$JAX_COMPILATION_CACHE_DIR`` when set, else, on
+several processes, ``<workdir>/xla_cache`` (one directory every host reads: JAX writes entries
+from process 0 only, so with a cache per host every other host compiles again after a
+restart), else ``~/.cache/pssnet-dcff-jax/xla``; 'off' disables the cache; anything else is
+the directory. Every executable is cached (no minimum compile time), so a warm restart
+compiles nothing; ``CompileStats`` counts what a run compiled.
 """
 
 from __future__ import annotations
@@ -28,17 +29,22 @@ def default_dir() -> str:
     return os.path.join(os.path.expanduser("~"), ".cache", "pssnet-dcff-jax", "xla")
 
 
-def directory(setting: str) -> str | None:
-    """The cache directory that ``setting`` (``config.compilation_cache_dir``) resolves to;
-    None for 'off'."""
+def directory(setting: str, workdir: str | None = None) -> str | None:
+    """The cache directory that ``setting`` (``config.compilation_cache_dir``) resolves to
+    for a run in ``workdir`` (None: not known); None for 'off'."""
     if setting == "off":
         return None
-    return setting or os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
+    if setting or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return setting or os.environ["JAX_COMPILATION_CACHE_DIR"]
+    if workdir and jax.process_count() > 1:
+        return paths.join(workdir, "xla_cache")
+    return default_dir()
 
 
-def enable(setting: str) -> str | None:
-    """Points JAX at the cache directory of ``setting`` (once per process); returns it."""
-    path = directory(setting)
+def enable(setting: str, workdir: str | None = None) -> str | None:
+    """Points JAX at the cache directory of ``setting`` for a run in ``workdir`` (once per
+    process); returns it."""
+    path = directory(setting, workdir)
     if path is None:
         return None
     if _enabled != [path]:

@@ -40,9 +40,10 @@ class Run:
         return data.normalize(images, self.input.info.mean, self.input.info.std, dtype)
 
 
-def setup(config: ml_collections.ConfigDict, arch: dict) -> Run:
-    """The Run of ``config`` training the network described by ``arch``; raises ValueError
-    with a one-line message naming the bad value for anything that cannot run."""
+def setup(config: ml_collections.ConfigDict, arch: dict, workdir: str | None = None) -> Run:
+    """The Run of ``config`` training the network described by ``arch`` (in ``workdir``: it
+    places the default compilation cache of a multi-process run); raises ValueError with a
+    one-line message naming the bad value for anything that cannot run."""
     eval_batch = config.eval_batch_size or config.batch_size
     for key, value in (("batch_size", config.batch_size), ("eval_batch_size", eval_batch)):
         if value % jax.device_count():
@@ -50,7 +51,7 @@ def setup(config: ml_collections.ConfigDict, arch: dict) -> Run:
                              f"{jax.device_count()} devices; use a multiple of "
                              f"{jax.device_count()}")
     models.arch_layers(arch, data.image_size(config.dataset))  # size errors surface here
-    compilation_cache.enable(config.compilation_cache_dir)
+    compilation_cache.enable(config.compilation_cache_dir, workdir)
     inputs = data.make_input(config.dataset, global_batch=config.batch_size,
                              eval_batch=eval_batch, seed=config.seed,
                              process_index=jax.process_index(),

@@ -54,7 +54,7 @@ def train_network(config, arch: dict, workdir: str, stop_after, compiles,
                   state_keys: tuple = files.STATE_KEYS):
     """Trains the network of ``arch`` (baseline widths or DCFF's compact ones); a resume
     into a config that changed one of ``state_keys`` is refused."""
-    run = run_lib.setup(config, arch)
+    run = run_lib.setup(config, arch, workdir)
     model = build(config, arch)
     init = train_state.make_init(run, model)
     loop = Loop(run, workdir, compiles, stop_after, state_keys)
@@ -96,7 +96,7 @@ def import_published(config: ml_collections.ConfigDict, source: str, workdir: st
 
 
 def _restored(config, arch: dict, workdir: str, which: str):
-    run = run_lib.setup(config, arch)
+    run = run_lib.setup(config, arch, workdir)
     init = train_state.make_init(run, build(config, arch))
     state, host = checkpoint.read_checkpoint(workdir, train_state.abstract_state(run, init),
                                              which)

@@ -23,7 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 0  # 0: same as batch_size
     c.num_epochs = 1
     c.num_train_steps = 0  # > 0 overrides num_epochs
-    c.compilation_cache_dir = ""  # '' = $JAX_COMPILATION_CACHE_DIR or ~/.cache/...; 'off'
+    # '' = $JAX_COMPILATION_CACHE_DIR, else <workdir>/xla_cache on several processes, else
+    # ~/.cache/pssnet-dcff-jax/xla; 'off'; or a directory
+    c.compilation_cache_dir = ""
     c.compute_dtype = "float32"  # or 'bfloat16' (params and optimizer state stay float32)
     c.log_every_steps = 50
     c.eval_every_steps = 0  # 0: at the end of every epoch

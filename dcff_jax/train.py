@@ -43,9 +43,9 @@ def profiled_arch(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     return compact(config)[0], {}
 
 
-def fused_setup(config):
+def fused_setup(config, workdir: str | None = None):
     arch, full_widths = compact(config)
-    run = run_lib.setup(config, arch)
+    run = run_lib.setup(config, arch, workdir)
     model = build_fused_model(arch, full_widths, config.compute_dtype)
     init = train_state.make_init(run, model, extra=fusion_state.initial)
     return arch, run, model, init
@@ -57,7 +57,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         if config.dcff.mode == "scratch":
             return plain_train.train_network(config, compact(config)[0], workdir, stop_after,
                                              compiles, STATE_KEYS)
-        arch, run, model, init = fused_setup(config)
+        arch, run, model, init = fused_setup(config, workdir)
         loop = Loop(run, workdir, compiles, stop_after, STATE_KEYS)
         restored = loop.restore(train_state.abstract_state(run, init))
         state = restored[0] if restored else train_state.init_state(run, init)
@@ -99,7 +99,7 @@ def import_published(config: ml_collections.ConfigDict, source: str, workdir: st
 
 
 def _restored(config, workdir: str, which: str):
-    arch, run, model, init = fused_setup(config)
+    arch, run, model, init = fused_setup(config, workdir)
     state, host = checkpoint.read_checkpoint(workdir, train_state.abstract_state(run, init),
                                              which)
     return arch, run, model, state, host

@@ -25,7 +25,7 @@ def check(config, workdir: str, mode: str, export_dir: str | None = None) -> Non
     ``config`` will write and read; StorageError naming the first that fails."""
     writes, reads = [], []  # reads: (location, the flag that names it), must exist
     if mode == "train":
-        writes += [workdir, compilation_cache.directory(config.compilation_cache_dir)]
+        writes += [workdir, compilation_cache.directory(config.compilation_cache_dir, workdir)]
         reads.append((config.init_from, "config.init_from"))
         if not (config.dataset.synthetic or config.dataset.name == "embedded"):
             reads.append((config.dataset.data_dir, "config.dataset.data_dir"))

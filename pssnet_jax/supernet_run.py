@@ -82,11 +82,12 @@ class SupernetRun:
         return {"eval_loss": result["loss"], "eval_accuracy": result["accuracy"]}
 
 
-def setup(config: ml_collections.ConfigDict) -> SupernetRun:
-    """Builds everything of a PSS-Net run; compiles nothing."""
+def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> SupernetRun:
+    """Builds everything of a PSS-Net run (in ``workdir``, see ``run_lib.setup``); compiles
+    nothing."""
     info = data.dataset_info(config.dataset.name)
     space = space_from_config(config, info)
-    run = run_lib.setup(config, space.full_arch)
+    run = run_lib.setup(config, space.full_arch, workdir)
     supernet.check_ghost_bn(config.pssnet.bn_group_size, config.batch_size, jax.device_count())
     model = supernet.build_supernet(space.full_arch, models.DTYPES[config.compute_dtype],
                                     config.model.depthwise_impl, config.pssnet.bn_group_size)

@@ -43,7 +43,7 @@ def profiled_arch(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
 def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None):
     """(summary, final state) of PSS-Net training in ``workdir`` (resumes its checkpoints)."""
     with compilation_cache.CompileStats() as compiles:
-        pss = supernet_run.setup(config)
+        pss = supernet_run.setup(config, workdir)
         run, cfg, init = pss.run, config.pssnet, pss.init()
         loop = Loop(run, workdir, compiles, stop_after, STATE_KEYS)
         abstract = train_state.abstract_state(run, init)
@@ -116,12 +116,12 @@ def import_published(config: ml_collections.ConfigDict, source: str, workdir: st
                      directory: str) -> str:
     """Writes ``workdir`` from an official PSS-Net checkpoint (``torch_import.py``): then
     ``--mode=eval``, ``export`` and ``train`` use it as a run of this project."""
-    torch_import.import_checkpoint(supernet_run.setup(config), source, workdir)
+    torch_import.import_checkpoint(supernet_run.setup(config, workdir), source, workdir)
     return workdir
 
 
 def _restored(config, workdir: str, which: str):
-    pss = supernet_run.setup(config)
+    pss = supernet_run.setup(config, workdir)
     state, host_json = checkpoint.read_checkpoint(
         workdir, train_state.abstract_state(pss.run, pss.init()), which)
     host = pss.fresh_host_state()

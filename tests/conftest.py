@@ -96,25 +96,26 @@ def free_port() -> int:
 
 
 def start_processes(count: int, *args, env: dict | None = None,
-                    program: str = "launch.py") -> list:
+                    program: str = "launch.py", envs: list | None = None) -> list:
     """Starts ``count`` cooperating ``launch.py`` (or ``program``, a script taking its flags)
-    processes (jax.distributed on 127.0.0.1, one CPU device each); returns the Popen objects
-    in process order (text stdout/stderr)."""
+    processes (jax.distributed on 127.0.0.1, one CPU device each; ``envs``: each process's
+    own extra variables, e.g. a HOME per simulated host); returns the Popen objects in
+    process order (text stdout/stderr)."""
     address = f"127.0.0.1:{free_port()}"
-    base = cpu_env(1, env)
     return [subprocess.Popen(
         [sys.executable, os.path.join(ROOT, program), *args,
          f"--coordinator_address={address}", f"--num_processes={count}",
-         f"--process_id={index}"], cwd=ROOT, env=base, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for index in range(count)]
+         f"--process_id={index}"], cwd=ROOT,
+        env=cpu_env(1, {**(env or {}), **(envs[index] if envs else {})}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(count)]
 
 
 def launch_processes(count: int, *args, timeout: int = 600, env: dict | None = None,
-                     program: str = "launch.py"):
+                     program: str = "launch.py", envs: list | None = None):
     """Runs ``count`` cooperating ``launch.py`` (or ``program``) processes to the end;
     returns their (returncode, stdout, stderr) in process order."""
     results = []
-    for proc in start_processes(count, *args, env=env, program=program):
+    for proc in start_processes(count, *args, env=env, program=program, envs=envs):
         out, err = proc.communicate(timeout=timeout)
         results.append((proc.returncode, out, err))
     return results

@@ -30,3 +30,22 @@ def test_warm_cache_restart_compiles_nothing(tmp_path):
     resumed = launch(*PSS_TINY_FLAGS, f"--workdir={tmp_path / 'a'}", "--stop_after=6", env=env)
     assert "resumed from checkpoint at step 3" in resumed.stdout
     assert compiles(resumed.stdout) == 0, resumed.stdout
+
+
+def test_cache_directory_of_a_setting(monkeypatch):
+    """'' resolves to $JAX_COMPILATION_CACHE_DIR, else (several processes) the workdir's
+    xla_cache shared by every host, else the per-user default; 'off' to None; a directory
+    is kept."""
+    import jax
+    from common_jax import compilation_cache
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert compilation_cache.directory("", "gs://bucket/run") == "gs://bucket/run/xla_cache"
+    assert compilation_cache.directory("", None) == compilation_cache.default_dir()
+    assert compilation_cache.directory("/cache", "gs://bucket/run") == "/cache"
+    assert compilation_cache.directory("off", "gs://bucket/run") is None
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/env")
+    assert compilation_cache.directory("", "gs://bucket/run") == "/env"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    assert compilation_cache.directory("", "gs://bucket/run") == compilation_cache.default_dir()

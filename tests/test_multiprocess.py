@@ -15,7 +15,7 @@ import pytest
 
 from common_jax import export
 from conftest import TINY_FLAGS, flat_leaves, launch, launch_processes, start_processes
-from test_compile_cache import PSS_TINY_FLAGS
+from test_compile_cache import PSS_TINY_FLAGS, compiles
 
 # 4 steps of a 300-epoch schedule (2 steps an epoch): the selection is recomputed at step 2
 # with T(1) = 4622, where the proxies are exactly one-hot. (With a 2-epoch schedule T(1) is
@@ -56,18 +56,33 @@ def test_two_processes_train_dcff_like_one(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_keep_identical_pssnet_pools(tmp_path):
+    """Pools, checkpoints and losses of two processes equal one process's, no step waits on a
+    cross-host check, and by default both processes (each with its own HOME, as hosts have)
+    use one compilation cache under the workdir, from which the pair stopped at step 4 and
+    restarted loads every program of process 0. (Process 1 compiles again on CPU only: JAX
+    writes entries from process 0, and its CPU cache key includes the topology fingerprint,
+    which differs between CPU processes; accelerator topologies are one per pod slice.)"""
     flags = [f for f in PSS_TINY_FLAGS if not f.startswith("--config.pssnet.targets")]
     flags += ["--config.num_epochs=1", "--config.checkpoint_every_steps=2",
               "--config.optimizer.learning_rate=0.01", "--config.pssnet.topk=1",
               "--config.pssnet.targets=(4.5,6.0,0.5)"]
-    results = launch_processes(2, *flags, f"--workdir={tmp_path / 'two'}",
-                               program="tests/count_host_syncs.py")
-    for code, out, err in results:
+    workdir = f"--workdir={tmp_path / 'two'}"
+    hosts = [{"HOME": str(tmp_path / f"home{i}"), "JAX_COMPILATION_CACHE_DIR": ""}
+             for i in range(2)]
+    first = launch_processes(2, *flags, workdir, "--stop_after=4",
+                             program="tests/count_host_syncs.py", envs=hosts)
+    results = launch_processes(2, *flags, workdir, program="tests/count_host_syncs.py", envs=hosts)
+    for code, out, err in first + results:
         assert code == 0, err[-3000:]
         # no step waits for a cross-host check: the subnets' widths enter without one
         assert "host syncs in steps: 0" in out, out[-2000:]
-    digests = [re.findall(r"checkpoint at step (\d+) \(method host state (\w+)\)", out)
-               for _, out, _ in results]
+    cache = f"persistent compilation cache: {tmp_path / 'two' / 'xla_cache'}"
+    for _, out, _ in first + results:
+        assert cache in out, out[:2000]
+    assert "resumed from checkpoint at step 4" in results[0][1]
+    assert compiles(results[0][1]) == 0, results[0][1][-3000:]
+    digests = [re.findall(r"checkpoint at step (\d+) \(method host state (\w+)\)",
+                          first[p][1] + results[p][1]) for p in range(2)]
     assert len(digests[0]) >= 4 and digests[0] == digests[1]
     single = launch(*flags, f"--workdir={tmp_path / 'one'}", devices=2)
     assert single.returncode == 0, single.stderr
