@@ -36,8 +36,8 @@ import statistics
 
 from common_jax.data import idx
 from common_jax.provenance import provenance
-from evidence.study import (by_target, learning_curve, mean_std, paired_cells, pss_plot,
-                            quiet_logging, target_order, train_or_reuse)
+from evidence.study import (by_target, common_targets, kept_mean, learning_curve, mean_std,
+                            paired_cells, pss_plot, quiet_logging, target_order, train_or_reuse)
 from pssnet_dcff import api
 
 CANDIDATES = {
@@ -183,8 +183,12 @@ def _choice_key(rows: list[dict], candidate: str, metric: str) -> tuple:
     ('selection_accuracy': the held-out images; 'test_accuracy'): fewest runs with a training
     loss spike after warm-up, then the highest mean accuracy of the kept middle subnets over
     the seeds every candidate shares."""
-    runs = [r for r in _embedded_runs(rows, candidate) if r["seed"] in _shared_seeds(rows)]
-    kept = statistics.mean(e[metric] for r in runs for e in _middle(r["subnets"]))
+    seeds = _shared_seeds(rows)
+    compared = [r for r in rows if r["data"] == "embedded" and "subnets" in r
+                and r["seed"] in seeds]
+    targets = common_targets(r["subnets"] for r in compared)
+    runs = [r for r in compared if r["candidate"] == candidate]
+    kept = statistics.mean(kept_mean(r["subnets"], targets, metric) for r in runs)
     return sum(map(_spiked, runs)), -kept
 
 
@@ -198,6 +202,8 @@ def heldout_table(rows: list[dict]) -> str:
     subnets on the held-out training images (the selection images) and on the test images,
     and how many runs spiked (training losses: no evaluation images)."""
     seeds = _shared_seeds(rows)
+    targets = common_targets(r["subnets"] for r in rows if r["data"] == "embedded"
+                             and "subnets" in r and r["seed"] in seeds)
     lines = [f"| candidate | seeds | runs with a spike | held-out: max net % | min net % | "
              f"mean of kept subnets % | test: max net % | min net % | mean of kept subnets % |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -209,8 +215,7 @@ def heldout_table(rows: list[dict]) -> str:
         for metric in ("selection_accuracy", "test_accuracy"):
             cells += [mean_std(r["subnets"][-1][metric] for r in runs),
                       mean_std(r["subnets"][0][metric] for r in runs),
-                      mean_std(statistics.mean(e[metric] for e in _middle(r["subnets"]))
-                               for r in runs)]
+                      mean_std(kept_mean(r["subnets"], targets, metric) for r in runs)]
         lines.append(f"| {candidate} | {', '.join(map(str, seeds))} | "
                      f"{sum(map(_spiked, runs))} of {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -241,10 +246,10 @@ def robustness_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _accuracies(subnets: list[dict]) -> dict:
-    """target -> test accuracy, plus the mean over the kept middle subnets."""
+def _accuracies(subnets: list[dict], targets) -> dict:
+    """target -> test accuracy, plus the mean over the kept subnets at ``targets``."""
     out = {str(e["target"]): e["test_accuracy"] for e in subnets}
-    out["mean of kept subnets"] = statistics.mean(e["test_accuracy"] for e in _middle(subnets))
+    out["mean of kept subnets"] = kept_mean(subnets, targets)
     return out
 
 
@@ -254,8 +259,10 @@ def sampling_table(rows: list[dict], candidate: str) -> str:
     runs = _embedded_runs(rows, candidate, uniform=True)
     if not runs:
         return "(no runs with both samplings yet)"
-    pss = {r["seed"]: _accuracies(r["subnets"]) for r in runs}
-    uni = {r["seed"]: _accuracies(r["uniform"]["subnets"]) for r in runs}
+    targets = common_targets([r["subnets"] for r in runs] + [r["uniform"]["subnets"]
+                                                             for r in runs])
+    pss = {r["seed"]: _accuracies(r["subnets"], targets) for r in runs}
+    uni = {r["seed"]: _accuracies(r["uniform"]["subnets"], targets) for r in runs}
     keys = sorted({k for acc in [*pss.values(), *uni.values()] for k in acc
                    if k != "mean of kept subnets"}, key=target_order)
     lines = ["| target (MFLOPs) | prioritized % (mean ± std, n) | uniform % (mean ± std, n) | "
@@ -265,10 +272,35 @@ def sampling_table(rows: list[dict], candidate: str) -> str:
         ours = [acc[key] for acc in pss.values() if key in acc]
         theirs = [acc[key] for acc in uni.values() if key in acc]
         both = [seed for seed in pss if key in pss[seed] and key in uni.get(seed, {})]
-        lines.append(f"| {key} | {mean_std(ours) if ours else '-'} ({len(ours)}) | "
+        label = key if key in keys else f"{key} ({len(targets)} targets every run kept)"
+        lines.append(f"| {label} | {mean_std(ours) if ours else '-'} ({len(ours)}) | "
                      f"{mean_std(theirs) if theirs else '-'} ({len(theirs)}) | " + paired_cells(
                          [pss[s][key] for s in both], [uni[s][key] for s in both]) + " |")
     return "\n".join(lines)
+
+
+def sampling_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
+    """docs/RESULTS.md's reading of ``sampling_table``: the paired difference over the kept
+    subnets, the range of the per-target differences with the smallest t-test p against a
+    Bonferroni threshold, and the max net's difference (prioritized - uniform, points)."""
+    cells = {}
+    for line in sampling_table(rows, candidate).splitlines()[2:]:
+        parts = [p.strip() for p in line.strip("| ").split(" | ")]
+        cells[parts[0]] = parts
+    mean = next(v for k, v in cells.items() if k.startswith("mean of kept subnets"))
+    per_target = {k: v for k, v in cells.items() if k not in ("min", "max") and v is not mean
+                  and v[5] != "-"}
+    low = min(per_target, key=lambda k: float(per_target[k][4]))
+    high = max(per_target, key=lambda k: float(per_target[k][4]))
+    best = min(per_target, key=lambda k: float(per_target[k][5]))
+    count = len(per_target) + 2  # with the min and max nets
+    return (f"prioritized - uniform over the {mean[0][len('mean of kept subnets ('):-1]}: "
+            f"{mean[4]} points (prioritized {mean[1].split(' (')[0]}%, uniform "
+            f"{mean[2].split(' (')[0]}%; paired t-test p = {mean[5]}, Wilcoxon p = {mean[6]}); "
+            f"per target between {per_target[low][4]} ({low} MFLOPs) and "
+            f"{per_target[high][4]} ({high} MFLOPs), the smallest t-test p {per_target[best][5]}"
+            f" ({best} MFLOPs) against a Bonferroni threshold of 0.05 / {count} = "
+            f"{0.05 / count:.2g}; max net {cells['max'][4]} (p = {cells['max'][5]})")
 
 
 def main_job_table(rows: list[dict], candidate: str = CHOSEN) -> str:

@@ -268,6 +268,23 @@ def target_order(key: str) -> float:
     return -1.0 if key == "min" else float("inf") if key == "max" else float(key)
 
 
+def middle_targets(subnets: list[dict]) -> set:
+    """The FLOPs targets (not min/max) a run kept a subnet for."""
+    return {e["target"] for e in subnets if e["target"] not in ("min", "max")}
+
+
+def common_targets(subnet_lists) -> list:
+    """The targets every one of ``subnet_lists`` kept, ascending: a mean over kept subnets
+    compares runs only over these (a run that kept no subnet for a target would otherwise
+    average over other targets)."""
+    return sorted(set.intersection(*[middle_targets(s) for s in subnet_lists]))
+
+
+def kept_mean(subnets: list[dict], targets, key: str = "test_accuracy") -> float:
+    """Mean ``key`` of a run's kept subnets at ``targets``."""
+    return statistics.mean(e[key] for e in subnets if e["target"] in targets)
+
+
 def pss_table(rows: list[dict]) -> str:
     per = {s: by_target([r for r in rows if r["sampling"] == s]) for s in SAMPLINGS}
     targets = sorted(set().union(*[set(p) for p in per.values()]), key=target_order)
@@ -281,14 +298,31 @@ def pss_table(rows: list[dict]) -> str:
             cells.append(f"{mean_std(a for _, a in points)} ({len(points)})" if points
                          else "-")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
-    means = []
+    common, means = common_targets(r["subnets"] for r in rows), []
     for sampling in SAMPLINGS:
-        runs = [r for r in rows if r["sampling"] == sampling]
-        kept = [statistics.mean(e["test_accuracy"] for e in r["subnets"]
-                                if e["target"] not in ("min", "max")) for r in runs]
+        kept = [kept_mean(r["subnets"], common) for r in rows if r["sampling"] == sampling]
         means.append(f"{mean_std(kept)} ({len(kept)})")
-    lines.append("| mean over kept subnets | " + " | ".join(means) + " |")
+    lines.append(f"| mean over kept subnets ({len(common)} targets every run kept) | "
+                 + " | ".join(means) + " |")
     return "\n".join(lines)
+
+
+def pss_seed_sentence(rows: list[dict]) -> str:
+    """docs/RESULTS.md's per-seed reading of ``pss_table``: each seed's mean over the targets
+    every run kept and its max net (prioritized / uniform, %), and the mean difference."""
+    common = common_targets(r["subnets"] for r in rows)
+    acc = {(r["sampling"], r["seed"]): r["subnets"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    means = {k: 100 * kept_mean(subnets, common) for k, subnets in acc.items()}
+    maxes = {k: 100 * subnets[-1]["test_accuracy"] for k, subnets in acc.items()}
+    per_seed = ", ".join(f"seed {seed} {means[('prioritized', seed)]:.1f} / "
+                         f"{means[('uniform', seed)]:.1f}" for seed in seeds)
+    max_nets = ", ".join(f"{maxes[('prioritized', seed)]:.1f} / {maxes[('uniform', seed)]:.1f}"
+                         for seed in seeds)
+    diff = statistics.mean(means[("prioritized", s)] - means[("uniform", s)] for s in seeds)
+    return (f"Per seed, mean over the {len(common)} targets every run kept (prioritized / "
+            f"uniform): {per_seed}; max net {max_nets}; prioritized - uniform {diff:+.2f} "
+            f"points on average")
 
 
 def plots(results: dict, out: str) -> None:

@@ -72,7 +72,8 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
         results = f.read()
     assert recipe_sweep.main_job_table(rows) in readme
     assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
-    assert recipe_sweep.heldout_sentence(rows) in " ".join(results.split())
+    for sentence in (recipe_sweep.heldout_sentence(rows), recipe_sweep.sampling_sentence(rows)):
+        assert sentence in " ".join(results.split()), sentence[:60]
     spikes = recipe_sweep.old_default_sentence(rows)
     assert spikes in " ".join(readme.split()) and spikes in " ".join(results.split())
     for table in (recipe_sweep.sweep_table(rows), recipe_sweep.candidate_table(rows),
@@ -101,6 +102,7 @@ def test_results_tables_are_the_committed_evidence_studies():
                   study.dcff_table(progress["dcff"]), study.paired_table(progress["dcff"]),
                   study.curve_table(progress["dcff"], 0)):
         assert table in results, table[:80]
+    assert study.pss_seed_sentence(first["pss"]) in " ".join(results.split())
 
 
 def test_readme_dcff_table_is_the_committed_embedded_runs():

@@ -125,7 +125,8 @@ def test_recipe_sweep_loss_profile_reads_the_first_and_the_worst_loss_after_warm
 def _sweep_row(seed: int, pss: tuple, uniform: tuple | None = None, **extra) -> dict:
     """A recipe-sweep row whose kept subnets (min, 2.0, 3.0, max) have accuracies ``pss``."""
     def subnets(accs):
-        return [{"target": t, "test_accuracy": a} for t, a in zip(("min", 2.0, 3.0, "max"), accs)]
+        return [{"target": t, "test_accuracy": a, "flops": 1e6}
+                for t, a in zip(("min", 2.0, 3.0, "max"), accs)]
     row = {"candidate": "lr0.0375_w1", "seed": seed, "data": "embedded",
            "subnets": subnets(pss), "max_net_test_accuracy": pss[-1], "first_train_loss": 2.3,
            "max_train_loss_after_warmup": 1.5, "wall_time_s": 60.0, **extra}
@@ -158,7 +159,7 @@ def test_recipe_sweep_tables_pair_prioritized_and_uniform_runs_by_seed():
     at_3 = next(line for line in table if line.startswith("| 3.0 |"))
     assert at_3.split(" | ")[1:7] == ["74.00 ± 2.00 (3)", "70.00 ± 0.00 (3)", "3", "+4.00",
                                       "0.0742", "0.25 |"]
-    mean = next(line for line in table if line.startswith("| mean of kept subnets |"))
+    mean = next(line for line in table if line.startswith("| mean of kept subnets (2 targets"))
     assert mean.split(" | ")[4] == "+2.50"  # per seed (2.0, 3.0) means: +1.5, +2.5, +3.5
     candidate = candidate_table(rows).splitlines()[2].split(" | ")
     assert candidate[1:6] == ["3", "80.00 ± 0.00", "81.00 ± 1.00", "-1.00 ± 1.00",
@@ -191,6 +192,28 @@ def test_recipe_choice_on_the_held_out_images_can_differ_from_the_test_images():
     for spiked in rows[3:]:
         spiked["max_train_loss_after_warmup"] = 9.0
     assert chosen_by(rows, "test_accuracy") == "lr0.0375_w1"
+
+
+def test_means_over_kept_subnets_use_the_targets_every_compared_run_kept():
+    """Issue #28 part 7: when one uniform run kept no subnet for 3.0 MFLOPs, the mean over
+    kept subnets of every run (both samplings) is over 2.0 MFLOPs alone: prioritized 0.70 vs
+    uniform 0.69 on each seed (+1.00), not 0.72 vs 0.69 from averaging other targets. (The
+    per-run mean of whatever each run kept failed this test.)"""
+    from evidence.recipe_sweep import sampling_table
+    from evidence.study import pss_table
+    rows = [_sweep_row(s, (0.70, 0.70, 0.74, 0.80), (0.69, 0.69, 0.69, 0.78)) for s in range(2)]
+    rows[1]["uniform"]["subnets"] = [e for e in rows[1]["uniform"]["subnets"]
+                                     if e["target"] != 3.0]
+    mean = sampling_table(rows, "lr0.0375_w1").splitlines()[-1].split(" | ")
+    assert mean[0] == "| mean of kept subnets (1 targets every run kept)"
+    assert mean[1:5] == ["70.00 ± 0.00 (2)", "69.00 ± 0.00 (2)", "2", "+1.00"]
+    study_rows = [{"sampling": "prioritized", "seed": s, "subnets": r["subnets"]}
+                  for s, r in enumerate(rows)]
+    study_rows += [{"sampling": "uniform", "seed": s, "subnets": r["uniform"]["subnets"]}
+                   for s, r in enumerate(rows)]
+    assert pss_table(study_rows).splitlines()[-1] == (
+        "| mean over kept subnets (1 targets every run kept) | 70.00 ± 0.00 (2) | "
+        "69.00 ± 0.00 (2) |")
 
 
 def test_a_study_run_stopped_by_sigterm_ends_the_study_with_a_message(tmp_path, monkeypatch):
