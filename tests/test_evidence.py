@@ -270,3 +270,57 @@ def test_curve_table_shows_one_seeds_first_loss_and_every_evaluation():
         "|---|---|---|---|",
         "| faithful | 1.50 | 60.0 | 80.0 |",
         "| scratch | 1.25 | 75.0 | 85.0 |"])
+
+
+def test_dcff_design_arms_and_their_configs(tmp_path):
+    """The 2 x 2 study (issue #28 parts 1-2): every DCFF mode under both schedules at both
+    lengths, scratch and the baseline at both lengths, and L1 from each baseline with 4
+    fine-tuning epochs; the configs differ only where the arm says (schedule, epochs, the
+    pruned baseline and fine-tuning learning rate of L1)."""
+    from evidence import dcff_design, study
+    arms = {a["arm"]: a for a in dcff_design.arms()}
+    assert len(arms) == 2 + 8 + 2 + 2
+    assert (arms["l1 4+4"]["total_epochs"], arms["l1 8+4"]["total_epochs"]) == (8, 12)
+    root = str(tmp_path)
+    for e in (4, 8):  # the pruned baselines the L1 configs start from
+        pruned = tmp_path / f"baseline_{e}_seed3" / "pruned"
+        pruned.mkdir(parents=True)
+        (pruned / "model.json").write_text("{}")
+    configs = {name: dcff_design.arm_config(arm, 3, study.FULL, "/data", root)
+               for name, arm in arms.items()}
+    base = configs["faithful epoch 8"]
+    assert (base.dcff.schedule, base.num_epochs, base.seed) == ("epoch", 8, 3)
+    progress = configs["faithful progress 8"]
+    assert (progress.dcff.schedule, progress.dcff.update_every_steps) == ("progress", 3)
+    assert configs["stable epoch 4"].dcff.mode == "stable"
+    assert configs["stable epoch 4"].num_epochs == 4
+    assert configs["scratch 8"].dcff.mode == "scratch"
+    assert configs["baseline 8"].method != "dcff" and configs["baseline 8"].num_epochs == 8
+    l1 = configs["l1 8+4"]
+    assert l1.init_from == os.path.join(root, "baseline_8_seed3", "pruned")
+    assert (l1.num_epochs, l1.optimizer.learning_rate, l1.dcff.mode) == (4, 0.02, "scratch")
+    assert len({dcff_design.workdir_name(a, 3) for a in arms.values()}) == len(arms)
+
+
+def test_dcff_design_pairs_schedule_length_and_controls_by_seed():
+    """Progress beats epoch by 1 point on each of 3 seeds at 8 epochs (mean +1.00); 8 epochs
+    beat 4 by 2 points for scratch; the L1 rows pair with the 8-epoch arms. (Pairing the
+    schedule comparison across lengths, or L1 4+4 with 4-epoch arms, failed this test.)"""
+    from evidence import dcff_design
+    rows = []
+    for seed in range(3):
+        for arm in dcff_design.arms():
+            acc = 0.80 + 0.01 * seed + 0.005 * (arm["total_epochs"] > 4) * 4
+            acc += 0.01 * (arm["schedule"] == "progress") * (arm["epochs"] == 8)
+            rows.append({**arm, "seed": seed, "test_accuracy": acc, "flops": 15.5e6})
+    table = dcff_design.paired_table(rows).splitlines()
+
+    def cells(comparison):
+        return next(line for line in table if f"| {comparison} |" in line).split(" | ")[2:4]
+    assert cells("faithful progress 8 - faithful epoch 8") == ["3", "+1.00"]
+    assert cells("faithful progress 4 - faithful epoch 4") == ["3", "+0.00"]
+    assert cells("scratch 8 - scratch 4") == ["3", "+2.00"]
+    assert cells("stable progress 8 - l1 4+4") == ["3", "+1.00"]
+    assert cells("scratch 8 - l1 8+4") == ["3", "+0.00"]
+    arm_table = dcff_design.arm_table(rows)
+    assert "| l1 | - | 8 + 4 fine-tuning (12) | 15.50 | 83.00 ± 1.00 (n=3) |" in arm_table
