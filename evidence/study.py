@@ -213,7 +213,30 @@ def paired_table(rows: list[dict]) -> str:
             cells = paired_cells([acc[(mode, s)] for s in seeds],
                                  [acc[(control, s)] for s in seeds])
             lines.append(f"| {mode} - {control} | {cells} |")
+    seeds = sorted(s for v, s in acc if v == "scratch" and ("l1", s) in acc)
+    if len(seeds) >= 2:  # how strong the L1 control is: the same widths trained from scratch
+        cells = paired_cells([acc[("scratch", s)] for s in seeds],
+                             [acc[("l1", s)] for s in seeds])
+        lines.append(f"| scratch - l1 | {cells} |")
     return "\n".join(lines)
+
+
+def dcff_claim_sentence(rows: list[dict]) -> str:
+    """README's summary of a DCFF study's paired table: each mode against L1 and scratch,
+    and scratch against L1 (the strength of the L1 control), mean points and t-test p."""
+    cells = {}
+    for line in paired_table(rows).splitlines()[2:]:
+        parts = [p.strip() for p in line.strip("| ").split(" | ")]
+        cells[parts[0]] = parts
+
+    diff = {name: cells[name][2] for name in cells}
+    p = {name: cells[name][3] for name in cells}
+    return (f"DCFF beats this L1 control by {diff['faithful - l1']} (faithful) and "
+            f"{diff['stable - l1']} (stable) points (paired t-test p {p['faithful - l1']} and "
+            f"{p['stable - l1']}), but training the same widths from scratch beats it by more "
+            f"({diff['scratch - l1']} points, p {p['scratch - l1']}), and DCFF does not beat "
+            f"scratch ({diff['faithful - scratch']} and {diff['stable - scratch']} points, p "
+            f"{p['faithful - scratch']} and {p['stable - scratch']})")
 
 
 def mean_std(values) -> str:

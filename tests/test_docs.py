@@ -103,6 +103,8 @@ def test_results_tables_are_the_committed_evidence_studies():
                   study.curve_table(progress["dcff"], 0)):
         assert table in results, table[:80]
     assert study.pss_seed_sentence(first["pss"]) in " ".join(results.split())
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert study.dcff_claim_sentence(progress["dcff"]) in " ".join(f.read().split())
 
 
 def test_readme_dcff_table_is_the_committed_embedded_runs():

@@ -109,6 +109,8 @@ def test_paired_table_compares_each_dcff_mode_with_its_controls_seed_by_seed():
     assert faithful.endswith("| 0.0625 |")
     assert next(line for line in table if line.startswith("| stable - scratch")).split(
         " | ")[1:3] == ["4", "-0.85"]
+    # the strength of the L1 control: scratch 1 point under it on every seed
+    assert table[-1].split(" | ")[:3] == ["| scratch - l1", "5", "-1.00"]
 
 
 def test_recipe_sweep_loss_profile_reads_the_first_and_the_worst_loss_after_warmup(tmp_path):
