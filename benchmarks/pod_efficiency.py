@@ -2,6 +2,7 @@
 the start-up compile of every program, serial against parallel.
 
     python benchmarks/pod_efficiency.py [--devices=8] [--batch=48] [--out=FILE.json]
+    python benchmarks/pod_efficiency.py --part=restart [--out=FILE.json]
 
 Builds the embedded PSS-Net run (configs/pssnet/embedded.py) and the embedded DCFF run
 (configs/dcff/embedded.py) on ``--devices`` fake CPU devices (``--xla_force_host_platform_
@@ -14,7 +15,13 @@ to the parameter bytes says how often the gradient crosses the interconnect per 
 1 is one all-reduce of the gradient). Then, in fresh processes on one device with the
 persistent cache off, ``pssnet_jax/precompile.py`` compiles every program of the embedded
 PSS-Net run with 1 thread and with one thread per CPU core (wall and summed seconds).
-Issue 27 parts 2 and 3; prints tables and writes JSON.
+``--part=restart``: two processes (``jax.distributed`` on 127.0.0.1, one CPU device and
+one HOME each, as two hosts) train a small embedded PSS-Net run, stop at step 4 and restart
+from the checkpoint, once with a cache directory per host (the default before issue 27) and
+once with the default of a multi-process run (``<workdir>/xla_cache``): per process, the
+cross-host equality checks inside training steps (``tests/count_host_syncs.py``) and the
+programs compiled and loaded from the persistent cache, before and after the restart.
+Issue 27 parts 1-3; prints tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -160,6 +167,87 @@ def run_child(flags: list, devices: int) -> dict:
     return json.loads(found[1])
 
 
+RESTART_FLAGS = [
+    "--config=configs/pssnet/embedded.py", "--config.dataset.num_train_examples=640",
+    "--config.dataset.holdout_examples=128", "--config.batch_size=64",
+    "--config.pssnet.resolutions=(24,28,4)", "--config.pssnet.targets=(4.5,6.0,0.5)",
+    "--config.pssnet.map_samples=4000", "--config.pssnet.recal_batches=2",
+    "--config.num_epochs=1", "--config.checkpoint_every_steps=2", "--config.pssnet.topk=1"]
+
+
+def process_pair(flags: list, root: str, port: int) -> list[dict]:
+    """Runs two cooperating processes of ``tests/count_host_syncs.py`` (launch.py with a
+    counter) to the end; per process its host syncs in steps and compiles / cache loads."""
+    procs, logs = [], []
+    for index in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR="",
+                   HOME=os.path.join(root, f"home{index}"),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=1")
+        logs.append(open(os.path.join(root, f"log{port}_{index}.txt"), "w+"))
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "count_host_syncs.py"), *flags,
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={index}"], cwd=ROOT, env=env, stdout=logs[-1],
+            stderr=subprocess.STDOUT, text=True))
+    out = []
+    for proc, log in zip(procs, logs):
+        if proc.wait():
+            log.seek(0)
+            raise SystemExit(log.read()[-3000:])
+        log.seek(0)
+        text = log.read()
+        compiled = re.search(r"compilation: (\d+) XLA compiles, (\d+) executables loaded", text)
+        out.append({"host_syncs_in_steps": int(re.search(r"host syncs in steps: (\d+)",
+                                                         text)[1]),
+                    "compiled": int(compiled[1]), "loaded": int(compiled[2])})
+    return out
+
+
+def restart_part(root: str) -> dict:
+    """Per cache placement, each process's syncs and compiles before and after a restart."""
+    import socket
+    report = {}
+    for placement in ("per host", "workdir"):
+        workdir = os.path.join(root, placement.replace(" ", "_"))
+        flags = [*RESTART_FLAGS, f"--workdir={workdir}"]
+        if placement == "per host":
+            flags.append(f"--config.compilation_cache_dir={workdir}_cache_of_this_host")
+        runs = []
+        for stop in (["--stop_after=4"], []):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            runs.append(process_pair(flags + stop, root, port))
+        report[placement] = {"first": runs[0], "restart": runs[1]}
+    return report
+
+
+def restart_table(report: dict) -> str:
+    lines = [f"{'cache':<10}{'process':>8}{'host syncs':>12}{'compiled':>10}{'loaded':>8}"
+             f"{'compiled after restart':>24}{'loaded after restart':>22}"]
+    for placement, runs in report["restart"].items():
+        for index, (first, again) in enumerate(zip(runs["first"], runs["restart"])):
+            syncs = first["host_syncs_in_steps"] + again["host_syncs_in_steps"]
+            lines.append(f"{placement:<10}{index:>8}{syncs:>12}{first['compiled']:>10}"
+                         f"{first['loaded']:>8}{again['compiled']:>24}{again['loaded']:>22}")
+    return "\n".join(lines)
+
+
+def restart_main(out: str) -> None:
+    """``--part=restart``: runs ``restart_part`` in a temporary directory, prints and writes."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        report = {"restart": restart_part(root)}
+    import jax
+    report.update(device=jax.devices("cpu")[0].device_kind, cpus=os.cpu_count(),
+                  platform=platform.platform(), date=datetime.date.today().isoformat(),
+                  provenance=provenance())
+    print(restart_table(report))
+    if out:
+        with open(out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 def table(report: dict) -> str:
     lines = [f"{'step':<16}{'programs':>9}{'all-reduces':>13}{'all-reduce MB':>15}"
              f"{'x param bytes':>15}{'all-gathers':>13}{'other':>7}"]
@@ -182,6 +270,8 @@ def main():
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--batch", type=int, default=48)
     parser.add_argument("--out", default="")
+    parser.add_argument("--part", default="steps", choices=("steps", "restart"),
+                        help="steps: collectives and start-up compile; restart: two processes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile_workers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,6 +280,9 @@ def main():
         return
     if args.compile_workers:
         print("POD_RESULT " + json.dumps(compile_child(args.compile_workers)))
+        return
+    if args.part == "restart":
+        restart_main(args.out)
         return
     if args.devices < 2 or args.batch % args.devices:
         raise SystemExit(f"--devices={args.devices} --batch={args.batch}: need at least 2 "

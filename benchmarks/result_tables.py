@@ -194,6 +194,25 @@ def pod_compile_table(doc: dict) -> str:
                   "wall time", "sum of the programs' compile times"], rows)
 
 
+def pod_restart_table(doc: dict) -> str:
+    """benchmarks/pod_efficiency.py --part=restart: two processes stopped and restarted, per
+    cache placement and process: host syncs in steps, compiled / loaded before and after."""
+    rows = []
+    for placement, runs in doc["restart"].items():
+        for index, (first, again) in enumerate(zip(runs["first"], runs["restart"])):
+            rows.append([placement, str(index),
+                         str(first["host_syncs_in_steps"] + again["host_syncs_in_steps"]),
+                         f"{first['compiled']} / {first['loaded']}",
+                         f"{again['compiled']} / {again['loaded']}"])
+    return _rows(["compilation cache", "process", "cross-host checks in training steps",
+                  "first run: compiled / loaded", "after the restart: compiled / loaded"], rows)
+
+
+def restart_machine_line(doc: dict) -> str:
+    return (f"{doc['device']}, 2 processes on {doc['cpus']} CPUs, jax "
+            f"{doc['provenance']['jax']}, {doc['date']}, commit {doc['provenance']['commit'][:7]}")
+
+
 def pod_machine_line(doc: dict) -> str:
     """The machine line of a benchmarks/pod_efficiency.py output."""
     return (f"{doc['device']}, {doc['devices']} fake devices on {doc['cpus']} CPUs, jax "
@@ -215,6 +234,7 @@ def all_tables() -> dict[str, str]:
         "pod_efficiency": pod_efficiency_table(load("pod_efficiency_before.json"),
                                                load("pod_efficiency.json")),
         "pod_compile": pod_compile_table(load("pod_efficiency.json")),
+        "pod_restart": pod_restart_table(load("pod_restart.json")),
         "latency_predictor": latency_predictor_table(
             [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
     }

@@ -139,6 +139,8 @@ def test_benchmark_tables_are_the_committed_raw_outputs():
     for raw in ("pod_efficiency_before.json", "pod_efficiency.json"):
         line = result_tables.pod_machine_line(result_tables.load(raw))
         assert line in results.replace("\n", " "), raw
+    line = result_tables.restart_machine_line(result_tables.load("pod_restart.json"))
+    assert line in results.replace("\n", " ")
 
 
 def test_latency_run_table_is_the_committed_run():
