@@ -221,6 +221,19 @@ def paired_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def dcff_means_sentence(rows: list[dict]) -> str:
+    """README's summary of a DCFF study's means: 'DCFF a-b%, L1 c%, scratch d%, full width
+    e%' (test accuracy means over seeds; the variants the study ran)."""
+    means = {v: 100 * statistics.mean(r["test_accuracy"] for r in rows if r["variant"] == v)
+             for v in DCFF_VARIANTS if any(r["variant"] == v for r in rows)}
+    modes = sorted(means[m] for m in ("faithful", "stable"))
+    parts = [f"DCFF {modes[0]:.2f}-{modes[1]:.2f}%"]
+    parts += [f"{label} {means[v]:.2f}%" for v, label in (("l1", "L1"), ("scratch", "scratch"),
+                                                           ("baseline", "full width"))
+              if v in means]
+    return ", ".join(parts)
+
+
 def dcff_claim_sentence(rows: list[dict]) -> str:
     """README's summary of a DCFF study's paired table: each mode against L1 and scratch,
     and scratch against L1 (the strength of the L1 control), mean points and t-test p."""
