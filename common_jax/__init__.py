@@ -3,6 +3,7 @@
 data/            input pipelines: tfds, IDX files, the embedded set, synthetic batches
 models/          baseline architectures from plain-width descriptions; MobileNet's structure
 profile.py       analytic FLOPs/params from a layer list
+traced_flops.py  MACs of a traced forward pass, to check a family's layer list
 run.py           Run: what a config resolves to (data, schedule, optimizer, mesh)
 train_state.py   the train-state dict: init, abstract shapes, init from an export
 plain_step.py    the jitted train/eval step of a network trained as it is

@@ -65,3 +65,47 @@ def test_too_small_input_is_reported():
     arch = models.arch_for("vgg16", num_classes=10, in_channels=3)
     with pytest.raises(ValueError, match="too small"):
         models.arch_layers(arch, 16)
+
+
+def _traced_cases():
+    """Every built-in family (and the small-input MobileNets), DCFF compact models and random
+    PSS-Net subnets: (label, description, image size)."""
+    import numpy as np
+    from common_jax import models
+    from dcff_jax import architectures
+    from pssnet_jax import space as space_lib
+    cases = [(f"{name} small_input={small}", models.arch_for(
+        name, num_classes=10, in_channels=3, small_input=small), 32 if small or (
+            name not in ("resnet50", "mobilenet_v1", "mobilenet_v2")) else 64)
+        for name in models.MODEL_NAMES for small in (False, True)
+        if not small or name.startswith("mobilenet")]
+    for name, rates in (("resnet56", "[0.4]*27+[0.25]*3"), ("vgg16", "[0.3]*13"),
+                        ("resnet50", "[0.0]+([0.43]*7+[0.73]*9)*2+[0.45]*3+[0.0]")):
+        compact, _ = architectures.compact_arch(name, rates, num_classes=10, in_channels=3)
+        cases.append((f"dcff {name} {rates}", compact, 64 if name == "resnet50" else 32))
+    rng = np.random.default_rng(0)
+    for model in space_lib.MODELS:
+        space = space_lib.make_space(model, num_classes=10, in_channels=1,
+                                     resolutions=(32, 40, 48))
+        resolution, mults = space.random(rng)
+        cases.append((f"pssnet {model} subnet", space.arch(space.subnet(resolution, mults)),
+                      resolution))
+    return cases
+
+
+def test_layer_lists_count_what_the_forward_pass_computes(monkeypatch):
+    """Issue #29 part 4: for every family, the conv and linear MACs of ``layers`` equal those
+    of the traced forward pass (common_jax/traced_flops.py). A layer list that halves one
+    conv's output size (a wrong stride), or drops the classifier, is caught with both
+    numbers named."""
+    from common_jax import models, traced_flops
+    for label, arch, size in _traced_cases():
+        assert traced_flops.check_layers(arch, size) > 0, label
+    arch = models.arch_for("resnet20", num_classes=10, in_channels=3)
+    real = models.arch_layers
+    for defect in (lambda ls: [ls[0].__class__(**{**vars(ls[0]), "out_hw": ls[0].out_hw // 2})]
+                   + ls[1:], lambda ls: [x for x in ls if x.kind != "linear"]):
+        monkeypatch.setattr(models, "arch_layers", lambda a, s, d=defect: d(real(a, s)))
+        with pytest.raises(ValueError, match=r"'resnet_cifar': its layers\(\) count [\d,]+ "
+                                             r"MACs at 32x32, its forward pass 40,551,040"):
+            traced_flops.check_layers(arch, 32)
