@@ -109,3 +109,31 @@ def test_layer_lists_count_what_the_forward_pass_computes(monkeypatch):
         with pytest.raises(ValueError, match=r"'resnet_cifar': its layers\(\) count [\d,]+ "
                                              r"MACs at 32x32, its forward pass 40,551,040"):
             traced_flops.check_layers(arch, 32)
+
+
+README_PROFILES = [("ResNet-56 (CIFAR)", "resnet56_cifar10"), ("ResNet-110 (CIFAR)",
+                   "resnet110_cifar10"), ("VGG-16 (CIFAR)", "vgg16_cifar10"),
+                   ("GoogLeNet (CIFAR)", "googlenet_cifar10"), ("ResNet-50 (224)",
+                   "resnet50_imagenet"), ("MobileNetV1 (224)", "mobilenet_v1_imagenet"),
+                   ("MobileNetV2 (224)", "mobilenet_v2_imagenet")]
+
+
+def test_readme_profile_table_is_the_profiler_with_the_published_cells_marked():
+    """Issue #28 part 7: every cell of the README's profile table is this profiler's count,
+    and exactly the cells the papers publish (PUBLISHED, tested above) are in bold."""
+    import os
+    from conftest import ROOT
+    published = {(config, key): digits for config, key, _, digits in PUBLISHED}
+    lines = ["| model | flops | flops_thop | params |", "|---|---|---|---|"]
+    for label, config in README_PROFILES:
+        totals = profile_totals(config)
+        cells = []
+        for key in ("flops", "flops_thop", "params"):
+            digits = published.get((config, key), 2 if key != "params" or config.startswith(
+                "vgg") else 3)
+            text = f"{totals[key] / MILLION:.{digits}f}M"
+            cells.append(f"**{text}**" if (config, key) in published else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert "\n".join(lines) in readme, "\n".join(lines)
