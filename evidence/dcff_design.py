@@ -32,20 +32,16 @@ import os
 import sys
 import time
 
-from common_jax import data, export as export_lib, files, paths
+from common_jax import files
 from common_jax.data import idx
 from common_jax.provenance import config_digest, provenance
-from dcff_jax import architectures
 from evidence import study
-from evidence.l1_pruning import prune_first_convs
-from pssnet_dcff import api
 
 LENGTHS = (4, 8)
 SCHEDULES = ("epoch", "progress")
 MODES = ("faithful", "stable")
 FINETUNE_EPOCHS = 4
 log = logging.getLogger(__name__)
-PROGRESS = {"dcff.schedule": "progress", "dcff.paper_epochs": 300, "dcff.update_every_steps": 3}
 
 
 def arms(epochs: tuple = LENGTHS, finetune: int = FINETUNE_EPOCHS) -> list[dict]:
@@ -71,41 +67,39 @@ def arm_config(arm: dict, seed: int, scale: dict, data_dir: str, root: str):
     """The run's config (for L1: of its fine-tuning, from the pruned baseline under ``root``)."""
     extra = {"num_epochs": arm["epochs"]}
     if arm["schedule"] == "progress":
-        extra.update(PROGRESS)
+        extra.update(study.PROGRESS_SCHEDULE)
     if arm["variant"] == "l1":
-        pre = {"arm": f"baseline {arm['pretrain_epochs']}"}
-        extra.update(init_from=os.path.join(root, workdir_name(pre, seed), "pruned"),
+        extra.update(init_from=pruned_dir(arm, seed, root),
                      **{"optimizer.learning_rate": scale["finetune_lr"]})
     return study.dcff_config(arm["variant"], seed, scale, data_dir, **extra)
 
 
+def _baseline_arm(arm: dict) -> dict:
+    """The full-width arm an L1 arm is pruned from."""
+    return {"arm": f"baseline {arm['pretrain_epochs']}", "variant": "baseline",
+            "schedule": None, "epochs": arm["pretrain_epochs"]}
+
+
+def pruned_dir(arm: dict, seed: int, root: str) -> str:
+    """Where an L1 arm's pruned baseline is exported: beside that baseline's run."""
+    return os.path.join(root, workdir_name(_baseline_arm(arm), seed), "pruned")
+
+
 def prune_baseline(arm: dict, seed: int, scale: dict, data_dir: str, root: str) -> None:
     """The L1 arm's starting point: its baseline (trained first, as an arm of its own) pruned
-    to the compact widths by L1 norm and exported beside that baseline's run."""
-    pre = {"arm": f"baseline {arm['pretrain_epochs']}", "variant": "baseline",
-           "schedule": None, "epochs": arm["pretrain_epochs"]}
+    to the compact widths by L1 norm (``study.export_pruned``)."""
+    pre = _baseline_arm(arm)
     pre_config = arm_config(pre, seed, scale, data_dir, root)
     pre_dir = os.path.join(root, workdir_name(pre, seed))
     study.train_or_reuse(pre_config, pre_dir)
-    pruned = os.path.join(pre_dir, "pruned")
-    if os.path.exists(os.path.join(pruned, "model.json")):
-        return
-    info = data.dataset_info(pre_config.dataset.name)
-    compact, _ = architectures.compact_arch("resnet20", study.DCFF_RATES,
-                                            num_classes=info.num_classes,
-                                            in_channels=info.channels)
-    _, variables, _ = export_lib.load_exported(api.export(pre_config, pre_dir))
-    export_lib.export_model(pruned, compact, prune_first_convs(variables, compact),
-                            image_size=data.image_size(pre_config.dataset), info=info)
+    study.export_pruned(pre_config, pre_dir, pruned_dir(arm, seed, root))
 
 
 def finished_summary(config, workdir: str) -> dict | None:
     """The summary of a finished run of exactly ``config`` in ``workdir``, else None."""
-    path = os.path.join(workdir, "summary.json")
-    if files.config_changes(workdir, config) or not os.path.exists(path):
+    if files.config_changes(workdir, config):
         return None
-    summary = json.loads(paths.read_text(path))
-    return summary if summary.get("finished", True) and not summary.get("preempted") else None
+    return study.finished_summary(workdir)
 
 
 def run_arm(arm: dict, seed: int, scale: dict, data_dir: str, root: str,
@@ -114,9 +108,8 @@ def run_arm(arm: dict, seed: int, scale: dict, data_dir: str, root: str,
     False only a finished run is read (None if there is none)."""
     if arm["variant"] == "l1" and train:
         prune_baseline(arm, seed, scale, data_dir, root)
-    elif arm["variant"] == "l1" and not os.path.exists(os.path.join(
-            root, workdir_name({"arm": f"baseline {arm['pretrain_epochs']}"}, seed), "pruned",
-            "model.json")):
+    elif arm["variant"] == "l1" and not os.path.exists(
+            os.path.join(pruned_dir(arm, seed, root), "model.json")):
         return None
     config = arm_config(arm, seed, scale, data_dir, root)
     workdir = os.path.join(root, workdir_name(arm, seed))

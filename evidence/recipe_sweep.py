@@ -172,10 +172,13 @@ def candidate_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _shared_seeds(rows: list[dict]) -> list[int]:
-    """The seeds every candidate with embedded supernet runs has."""
+def _shared_runs(rows: list[dict]) -> tuple[list[int], list[dict], list]:
+    """(seeds every candidate with embedded supernet runs has, those runs of every candidate
+    at those seeds, the targets every one of them kept): what the recipe choice compares."""
     seeds = [{r["seed"] for r in _embedded_runs(rows, c)} for c in CANDIDATES]
-    return sorted(set.intersection(*[s for s in seeds if s]))
+    shared = sorted(set.intersection(*[s for s in seeds if s]))
+    runs = [r for c in CANDIDATES for r in _embedded_runs(rows, c) if r["seed"] in shared]
+    return shared, runs, common_targets(r["subnets"] for r in runs)
 
 
 def _choice_key(rows: list[dict], candidate: str, metric: str) -> tuple:
@@ -183,10 +186,7 @@ def _choice_key(rows: list[dict], candidate: str, metric: str) -> tuple:
     ('selection_accuracy': the held-out images; 'test_accuracy'): fewest runs with a training
     loss spike after warm-up, then the highest mean accuracy of the kept middle subnets over
     the seeds every candidate shares."""
-    seeds = _shared_seeds(rows)
-    compared = [r for r in rows if r["data"] == "embedded" and "subnets" in r
-                and r["seed"] in seeds]
-    targets = common_targets(r["subnets"] for r in compared)
+    _, compared, targets = _shared_runs(rows)
     runs = [r for r in compared if r["candidate"] == candidate]
     kept = statistics.mean(kept_mean(r["subnets"], targets, metric) for r in runs)
     return sum(map(_spiked, runs)), -kept
@@ -201,14 +201,12 @@ def heldout_table(rows: list[dict]) -> str:
     """Per candidate over the shared seeds: the max net, min net and mean of kept middle
     subnets on the held-out training images (the selection images) and on the test images,
     and how many runs spiked (training losses: no evaluation images)."""
-    seeds = _shared_seeds(rows)
-    targets = common_targets(r["subnets"] for r in rows if r["data"] == "embedded"
-                             and "subnets" in r and r["seed"] in seeds)
+    seeds, compared, targets = _shared_runs(rows)
     lines = [f"| candidate | seeds | runs with a spike | held-out: max net % | min net % | "
              f"mean of kept subnets % | test: max net % | min net % | mean of kept subnets % |",
              "|---|---|---|---|---|---|---|---|---|"]
     for candidate in CANDIDATES:
-        runs = [r for r in _embedded_runs(rows, candidate) if r["seed"] in seeds]
+        runs = [r for r in compared if r["candidate"] == candidate]
         if not runs:
             continue
         cells = []

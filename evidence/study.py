@@ -52,6 +52,9 @@ from pssnet_dcff import api
 log = logging.getLogger(__name__)
 DCFF_RATES = "[0.5]*9+[0.0]*3"
 DCFF_VARIANTS = ("baseline", "faithful", "stable", "scratch", "l1")
+# the temperature as a function of training progress, recomputed every 3 steps (section 1b)
+PROGRESS_SCHEDULE = {"dcff.schedule": "progress", "dcff.paper_epochs": 300,
+                     "dcff.update_every_steps": 3}
 SAMPLINGS = ("prioritized", "uniform")
 FULL = {
     "seeds": (0, 1, 2),
@@ -86,16 +89,23 @@ def train_or_reuse(config, workdir: str) -> dict:
         raise SystemExit(f"{workdir}: holds a run of another config ({files.change_text(changes)}"
                          f"); use another --workdir for this study, or the config it was run "
                          f"with")
-    path = paths.join(workdir, "summary.json")
-    if paths.exists(path):
-        summary = json.loads(paths.read_text(path))
-        if summary.get("finished", True) and not summary.get("preempted"):
-            return summary
+    summary = finished_summary(workdir)
+    if summary is not None:
+        return summary
     summary = api.train(config, workdir).summary
     if not summary.get("finished", True):
         raise SystemExit(f"{workdir}: stopped at step {summary['step']} (preempted); "
                          "rerun the same command to continue from its checkpoint")
     return summary
+
+
+def finished_summary(workdir: str) -> dict | None:
+    """The summary.json of a run in ``workdir`` that finished (not preempted), else None."""
+    path = paths.join(workdir, "summary.json")
+    if not paths.exists(path):
+        return None
+    summary = json.loads(paths.read_text(path))
+    return summary if summary.get("finished", True) and not summary.get("preempted") else None
 
 
 def quiet_logging() -> None:
@@ -118,6 +128,19 @@ def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, **extra):
                            **scale.get("dcff_schedule", {}), **overrides)
 
 
+def export_pruned(pre_config, pre_dir: str, pruned_dir: str) -> None:
+    """The full-width run of ``pre_config`` in ``pre_dir`` pruned by L1 norm to the compact
+    widths of DCFF_RATES and exported to ``pruned_dir`` (kept if already there)."""
+    if os.path.exists(os.path.join(pruned_dir, "model.json")):
+        return
+    info = data.dataset_info(pre_config.dataset.name)
+    compact, _ = architectures.compact_arch("resnet20", DCFF_RATES, num_classes=info.num_classes,
+                                            in_channels=info.channels)
+    _, variables, _ = export_lib.load_exported(api.export(pre_config, pre_dir))
+    export_lib.export_model(pruned_dir, compact, prune_first_convs(variables, compact),
+                            image_size=data.image_size(pre_config.dataset), info=info)
+
+
 def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
     """Pre-train at full width for half the epochs, prune conv1s by L1 norm, fine-tune the
     compact model for the other half (same total steps as every other variant)."""
@@ -126,13 +149,7 @@ def run_l1(seed: int, scale: dict, data_dir: str, root: str) -> dict:
     pre_dir = os.path.join(root, f"l1_pretrain_seed{seed}")
     pre_summary = train_or_reuse(pre, pre_dir)
     pruned_dir = os.path.join(pre_dir, "pruned")
-    info = data.dataset_info(pre.dataset.name)
-    compact, _ = architectures.compact_arch("resnet20", DCFF_RATES, num_classes=info.num_classes,
-                                            in_channels=info.channels)
-    if not os.path.exists(os.path.join(pruned_dir, "model.json")):
-        _, variables, _ = export_lib.load_exported(api.export(pre, pre_dir))
-        export_lib.export_model(pruned_dir, compact, prune_first_convs(variables, compact),
-                                image_size=data.image_size(pre.dataset), info=info)
+    export_pruned(pre, pre_dir, pruned_dir)
     tune = dcff_config("l1", seed, scale, data_dir, num_epochs=epochs - epochs // 2,
                        init_from=pruned_dir,
                        **{"optimizer.learning_rate": scale["finetune_lr"]})
@@ -421,8 +438,7 @@ def with_options(scale: dict, args) -> dict:
     if args.dcff_epochs:
         scale["dcff"]["num_epochs"] = args.dcff_epochs
     if args.dcff_schedule == "progress":
-        scale["dcff_schedule"] = {"dcff.schedule": "progress", "dcff.paper_epochs": 300,
-                                  "dcff.update_every_steps": 3}
+        scale["dcff_schedule"] = PROGRESS_SCHEDULE
     return scale
 
 
