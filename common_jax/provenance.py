@@ -33,6 +33,12 @@ def config_digest(config) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
+def _script(path: str) -> str:
+    """A script of this checkout relative to it (no machine's absolute path in raw outputs)."""
+    full = os.path.abspath(path)
+    return os.path.relpath(full, CHECKOUT) if full.startswith(CHECKOUT + os.sep) else path
+
+
 def provenance(command: str | None = None, config=None) -> dict:
     """{"commit", "dirty", "command", "date", "python", "jax"[, "config_sha256"]}: the
     checkout's commit (None outside a git checkout) and whether tracked files differed from
@@ -44,7 +50,7 @@ def provenance(command: str | None = None, config=None) -> dict:
     except importlib.metadata.PackageNotFoundError:
         jax_version = None
     record = {"commit": commit, "dirty": bool(status) if commit else None,
-              "command": command or " ".join(["python"] + sys.argv),
+              "command": command or " ".join(["python", _script(sys.argv[0])] + sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "python": platform.python_version(), "jax": jax_version}
     if config is not None:

@@ -18,8 +18,9 @@ Arms, each seed (ResNet-20 on 28 px Fashion-MNIST, rates ``[0.5]*9+[0.0]*3``, co
   8-epoch arms, ``l1 8+4`` pre-trains as long as they do and trains 12 epochs in all.
 
 Every run has its own workdir under ``--workdir``, reused only when its config.json equals the
-run's config (``evidence.study.train_or_reuse``), so the study continues across sessions and
-never mixes recipes. Writes ``results.json`` (rows, provenance, each run's config digest) and
+run's config (``evidence.study.train_or_reuse``), and leaves its config.json and summary.json
+under ``--records`` (committed), reused on an equal config too, so the study continues across
+sessions and machines and never mixes recipes. Writes ``results.json`` (rows, provenance, each run's config digest) and
 ``tables.md`` to ``--out``; docs/RESULTS.md section 1c reads them.
 """
 
@@ -32,7 +33,6 @@ import os
 import sys
 import time
 
-from common_jax import files
 from common_jax.data import idx
 from common_jax.provenance import config_digest, provenance
 from evidence import study
@@ -46,16 +46,19 @@ log = logging.getLogger(__name__)
 
 def arms(epochs: tuple = LENGTHS, finetune: int = FINETUNE_EPOCHS) -> list[dict]:
     """Every arm of one seed: {"arm", "variant", "schedule", "epochs", "total_epochs"}, with
-    ``pretrain_epochs`` for L1 (the baseline it is pruned from)."""
-    out = [{"arm": f"baseline {e}", "variant": "baseline", "schedule": None, "epochs": e,
-            "total_epochs": e} for e in epochs]
+    ``pretrain_epochs`` for L1 (the baseline it is pruned from). Each L1 arm follows its
+    baseline, so the checkpoint it is pruned from is there when it starts."""
+    out = []
+    for e in epochs:
+        out += [{"arm": f"baseline {e}", "variant": "baseline", "schedule": None, "epochs": e,
+                 "total_epochs": e},
+                {"arm": f"l1 {e}+{finetune}", "variant": "l1", "schedule": None,
+                 "epochs": finetune, "pretrain_epochs": e, "total_epochs": e + finetune}]
     out += [{"arm": f"{mode} {schedule} {e}", "variant": mode, "schedule": schedule,
              "epochs": e, "total_epochs": e}
             for e in epochs for schedule in SCHEDULES for mode in MODES]
     out += [{"arm": f"scratch {e}", "variant": "scratch", "schedule": None, "epochs": e,
              "total_epochs": e} for e in epochs]
-    out += [{"arm": f"l1 {e}+{finetune}", "variant": "l1", "schedule": None, "epochs": finetune,
-             "pretrain_epochs": e, "total_epochs": e + finetune} for e in epochs]
     return out
 
 
@@ -63,15 +66,17 @@ def workdir_name(arm: dict, seed: int) -> str:
     return arm["arm"].replace(" ", "_").replace("+", "_ft") + f"_seed{seed}"
 
 
-def arm_config(arm: dict, seed: int, scale: dict, data_dir: str, root: str):
-    """The run's config (for L1: of its fine-tuning, from the pruned baseline under ``root``)."""
+def arm_config(arm: dict, seed: int, scale: dict, data_dir: str, root: str,
+               validate: bool = True):
+    """The run's config (for L1: of its fine-tuning, from the pruned baseline under ``root``;
+    ``validate=False`` before that export exists)."""
     extra = {"num_epochs": arm["epochs"]}
     if arm["schedule"] == "progress":
         extra.update(study.PROGRESS_SCHEDULE)
     if arm["variant"] == "l1":
         extra.update(init_from=pruned_dir(arm, seed, root),
                      **{"optimizer.learning_rate": scale["finetune_lr"]})
-    return study.dcff_config(arm["variant"], seed, scale, data_dir, **extra)
+    return study.dcff_config(arm["variant"], seed, scale, data_dir, validate, **extra)
 
 
 def _baseline_arm(arm: dict) -> dict:
@@ -95,27 +100,24 @@ def prune_baseline(arm: dict, seed: int, scale: dict, data_dir: str, root: str) 
     study.export_pruned(pre_config, pre_dir, pruned_dir(arm, seed, root))
 
 
-def finished_summary(config, workdir: str) -> dict | None:
-    """The summary of a finished run of exactly ``config`` in ``workdir``, else None."""
-    if files.config_changes(workdir, config):
-        return None
-    return study.finished_summary(workdir)
-
-
 def run_arm(arm: dict, seed: int, scale: dict, data_dir: str, root: str,
-            train: bool = True) -> dict | None:
+            train: bool = True, records: str | None = None) -> dict | None:
     """One arm of one seed: trained or reused; its row of results.json. With ``train``
-    False only a finished run is read (None if there is none)."""
-    if arm["variant"] == "l1" and train:
-        prune_baseline(arm, seed, scale, data_dir, root)
-    elif arm["variant"] == "l1" and not os.path.exists(
-            os.path.join(pruned_dir(arm, seed, root), "model.json")):
-        return None
-    config = arm_config(arm, seed, scale, data_dir, root)
-    workdir = os.path.join(root, workdir_name(arm, seed))
-    summary = (study.train_or_reuse(config, workdir) if train
-               else finished_summary(config, workdir))
-    if summary is None:
+    False only a finished run is read (None if there is none). ``records`` is the committed
+    folder of finished runs' config.json and summary.json (``study.train_or_reuse``): a
+    record of the arm's config is reused without its workdir."""
+    config = arm_config(arm, seed, scale, data_dir, root, validate=False)
+    name = workdir_name(arm, seed)
+    workdir, record = os.path.join(root, name), records and os.path.join(records, name)
+    summary = record and study.reusable_summary(config, record)
+    if not summary and not train:
+        summary = study.reusable_summary(config, workdir)
+    elif not summary:
+        if arm["variant"] == "l1":
+            prune_baseline(arm, seed, scale, data_dir, root)
+        config = arm_config(arm, seed, scale, data_dir, root)
+        summary = study.train_or_reuse(config, workdir, record)
+    if not summary:
         return None
     return {**arm, "seed": seed, "test_accuracy": summary["eval_accuracy"],
             "flops": summary["flops"], "params": summary["params"],
@@ -196,6 +198,9 @@ def main():
                         help="the full Fashion-MNIST IDX files")
     parser.add_argument("--workdir", default="runs/dcff_design")
     parser.add_argument("--out", default="docs/evidence/dcff_design")
+    parser.add_argument("--records", default="docs/evidence/dcff_design/runs",
+                        help="committed config.json + summary.json of every finished run, "
+                             "reused on an equal config ('' for none)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tables of the finished runs only")
     args = parser.parse_args()
@@ -211,7 +216,8 @@ def main():
         for arm in arms(lengths, finetune):
             if not args.report:
                 log.info("dcff_design: %s seed %d", arm["arm"], seed)
-            row = run_arm(arm, seed, scale, args.data_dir, args.workdir, not args.report)
+            row = run_arm(arm, seed, scale, args.data_dir, args.workdir, not args.report,
+                          args.records or None)
             rows += [row] if row else []
     tables = ["## DCFF: schedule x length, and the L1 control", "", arm_table(rows), "",
               paired_table(rows, lengths, finetune), ""]

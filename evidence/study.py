@@ -79,24 +79,44 @@ TINY = {
 }
 
 
-def train_or_reuse(config, workdir: str) -> dict:
+def train_or_reuse(config, workdir: str, record: str | None = None) -> dict:
     """The run's summary: trained now, or read from a finished earlier run. A workdir
     whose config.json differs from ``config`` in any key is neither reused nor resumed: the
     study stops naming the differing keys (use another ``--workdir``), so runs of an older
-    recipe never mix into new tables."""
+    recipe never mix into new tables. ``record`` is a committed folder holding a finished
+    run's config.json and summary.json (``keep_record``): one of the same config is reused
+    without training, one of another config stops the study the same way, and a run trained
+    now leaves its record there, so a study continues on a machine whose runs/ is gone."""
+    for folder in ([record] if record else []) + [workdir]:
+        summary = reusable_summary(config, folder)
+        if summary is not None:
+            return summary
+    summary = api.train(config, workdir).summary
+    if not summary.get("finished", True):
+        raise SystemExit(f"{workdir}: stopped at step {summary['step']} (preempted); "
+                         "rerun the same command to continue from its checkpoint")
+    if record:
+        keep_record(workdir, record)
+    return summary
+
+
+def reusable_summary(config, workdir: str) -> dict | None:
+    """The summary of a finished run of exactly ``config`` in ``workdir``, None when there
+    is none; stops naming the differing keys when ``workdir`` holds another config."""
     changes = files.config_changes(workdir, config)
     if changes:
         raise SystemExit(f"{workdir}: holds a run of another config ({files.change_text(changes)}"
                          f"); use another --workdir for this study, or the config it was run "
                          f"with")
-    summary = finished_summary(workdir)
-    if summary is not None:
-        return summary
-    summary = api.train(config, workdir).summary
-    if not summary.get("finished", True):
-        raise SystemExit(f"{workdir}: stopped at step {summary['step']} (preempted); "
-                         "rerun the same command to continue from its checkpoint")
-    return summary
+    return finished_summary(workdir)
+
+
+def keep_record(workdir: str, record: str) -> None:
+    """Copies a finished run's config.json, summary.json and provenance.jsonl (the commit
+    and command it ran at) to ``record``."""
+    paths.makedirs(record)
+    for name in ("config.json", "summary.json", "provenance.jsonl"):
+        paths.write_text(paths.join(record, name), paths.read_text(paths.join(workdir, name)))
 
 
 def finished_summary(workdir: str) -> dict | None:
@@ -117,15 +137,17 @@ def quiet_logging() -> None:
     logging.getLogger("jax").setLevel(logging.WARNING)
 
 
-def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, **extra):
+def dcff_config(variant: str, seed: int, scale: dict, data_dir: str, validate: bool = True,
+                **extra):
     overrides = {**scale["dcff"], "seed": seed, **extra}
     if overrides["dataset.name"] == "fashion_mnist_idx":
         overrides["dataset.data_dir"] = data_dir
     if variant == "baseline":
-        return api.load_config("configs/baselines/embedded.py", **overrides)
+        return api.load_config("configs/baselines/embedded.py", validate=validate, **overrides)
     mode = "scratch" if variant == "l1" else variant
-    return api.load_config("configs/dcff/embedded.py", mode, **{"dcff.rates": DCFF_RATES},
-                           **scale.get("dcff_schedule", {}), **overrides)
+    return api.load_config("configs/dcff/embedded.py", mode, validate=validate,
+                           **{"dcff.rates": DCFF_RATES}, **scale.get("dcff_schedule", {}),
+                           **overrides)
 
 
 def export_pruned(pre_config, pre_dir: str, pruned_dir: str) -> None:

@@ -30,10 +30,12 @@ from pssnet_dcff import config_files, locations, registry
 from pssnet_jax.api import kept_subnets, latency_table, subnet_for_budget  # noqa: F401
 
 def load_config(path: str, arg: str | None = None, *, need_latency_table: bool = True,
-                **overrides) -> ml_collections.ConfigDict:
+                validate: bool = True, **overrides) -> ml_collections.ConfigDict:
     """``get_config(arg)`` of a config file, with dotted-key ``overrides``
     (``**{"optimizer.learning_rate": 0.05}`` or ``num_epochs=2``), locked and validated
-    (``need_latency_table=False``: a PSS-Net latency table it names may not exist yet).
+    (``need_latency_table=False``: a PSS-Net latency table it names may not exist yet;
+    ``validate=False``: not validated, e.g. to compare it with a recorded run's config before
+    the export its ``init_from`` names exists).
     Relative paths are taken from the current directory, then from this checkout, then from
     the installed copy (``pssnet_dcff/config_files.py``)."""
     path = config_files.resolve(path)
@@ -56,7 +58,8 @@ def load_config(path: str, arg: str | None = None, *, need_latency_table: bool =
             raise ValueError(config_check.override_type_error(
                 key, value, type(target[leaf]).__name__)) from None
     config.lock()
-    registry.validate(config, need_latency_table)
+    if validate:
+        registry.validate(config, need_latency_table)
     return config
 
 

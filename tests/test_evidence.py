@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -246,6 +247,34 @@ def test_a_finished_run_of_another_config_is_never_reused(tmp_path, monkeypatch)
         study.train_or_reuse(tiny_config(), str(tmp_path))
     (tmp_path / "config.json").write_text(tiny_config().to_json())
     assert study.train_or_reuse(tiny_config(), str(tmp_path)) == planted
+
+
+def test_a_committed_record_is_reused_only_for_its_own_config(tmp_path, monkeypatch):
+    """A study continues on a machine whose runs/ is gone (issue #28 part 4): a run trained
+    now leaves config.json and summary.json in its record folder; the same config is then
+    reused from the record without its workdir, and a record of another learning rate stops
+    the study naming the key. (Reading the record before comparing configs failed this.)"""
+    from evidence import study
+    from conftest import tiny_config
+    summary = {"step": 16, "eval_accuracy": 0.5}
+
+    def train(config, workdir):
+        os.makedirs(workdir)
+        (tmp_path / "run" / "config.json").write_text(config.to_json())
+        (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
+        (tmp_path / "run" / "provenance.jsonl").write_text('{"commit": "c0ffee"}\n')
+        return types.SimpleNamespace(summary=summary)
+    monkeypatch.setattr(study.api, "train", train)
+    record = str(tmp_path / "record")
+    assert study.train_or_reuse(tiny_config(), str(tmp_path / "run"), record) == summary
+    assert json.loads((tmp_path / "record" / "config.json").read_text()) == json.loads(
+        tiny_config().to_json())
+    monkeypatch.setattr(study.api, "train", lambda config, workdir: pytest.fail("trained"))
+    assert study.train_or_reuse(tiny_config(), str(tmp_path / "gone"), record) == summary
+    with pytest.raises(SystemExit, match=r"record: holds a run of another config \(optimizer."
+                                         r"learning_rate: 0.1 -> 0.2\)"):
+        study.train_or_reuse(tiny_config(**{"optimizer.learning_rate": 0.2}),
+                             str(tmp_path / "gone"), record)
 
 
 def test_recipe_sweep_flags_name_the_unknown_value_and_the_choices():
