@@ -163,25 +163,30 @@ def latency_predictor_table(docs: list[dict]) -> str:
                   "raw sum (no calibration): median / worst"], rows)
 
 
-def pod_efficiency_table(before: dict, after: dict) -> str:
-    """benchmarks/pod_efficiency.py at two commits: collectives of the compiled steps."""
+# benchmarks/pod_efficiency.py's raw outputs at successive commits, oldest first: two-pass
+# BatchNorm, one-pass BatchNorm, the gradient all-reduced once per step
+POD_STAGES = ("pod_efficiency_before.json", "pod_efficiency_one_pass_bn.json",
+              "pod_efficiency.json")
+
+
+def pod_efficiency_table(docs: list[dict]) -> str:
+    """benchmarks/pod_efficiency.py at successive commits (``POD_STAGES``): collectives of
+    the compiled steps, each cell the stages' values separated by slashes."""
     def reduce(case):
         return case["total"].get("all-reduce", {"count": 0, "bytes": 0})
 
-    rows = []
-    for name in after["cases"]:
-        b, a = before["cases"][name], after["cases"][name]
-        gathers = [c["total"].get("all-gather", {"count": 0})["count"] for c in (b, a)]
-        rows.append([name, str(len(a["programs"])),
-                     f"{reduce(b)['count']} / {reduce(a)['count']}",
-                     f"{reduce(b)['bytes'] / 1e6:.2f} / {reduce(a)['bytes'] / 1e6:.2f}",
-                     f"{b['all_reduce_bytes_over_param_bytes']:.2f} / "
-                     f"{a['all_reduce_bytes_over_param_bytes']:.2f}",
-                     f"{gathers[0]} / {gathers[1]}"])
-    return _rows([f"step (batch {after['batch']}, {after['devices']} CPU devices)", "programs",
-                  "all-reduces before / after", "all-reduced MB before / after",
-                  "all-reduced bytes / parameter bytes, before / after",
-                  "all-gathers before / after"], rows)
+    last, rows = docs[-1], []
+    for name in last["cases"]:
+        cases = [d["cases"][name] for d in docs]
+        rows.append([name, " / ".join(str(len(c["programs"])) for c in cases),
+                     " / ".join(str(reduce(c)["count"]) for c in cases),
+                     " / ".join(f"{reduce(c)['bytes'] / 1e6:.2f}" for c in cases),
+                     " / ".join(f"{c['all_reduce_bytes_over_param_bytes']:.2f}" for c in cases),
+                     " / ".join(str(c["total"].get("all-gather", {"count": 0})["count"])
+                                for c in cases)])
+    return _rows([f"step (batch {last['batch']}, {last['devices']} CPU devices)", "programs",
+                  "all-reduces", "all-reduced MB", "all-reduced bytes / parameter bytes",
+                  "all-gathers"], rows)
 
 
 def pod_compile_table(doc: dict) -> str:
@@ -231,8 +236,7 @@ def all_tables() -> dict[str, str]:
         "throughput_steps": throughput_steps_table(throughput),
         "throughput_other": throughput_other_table(throughput),
         "depthwise": depthwise_table(throughput, load("throughput_cpu_conv.json")),
-        "pod_efficiency": pod_efficiency_table(load("pod_efficiency_before.json"),
-                                               load("pod_efficiency.json")),
+        "pod_efficiency": pod_efficiency_table([load(name) for name in POD_STAGES]),
         "pod_compile": pod_compile_table(load("pod_efficiency.json")),
         "pod_restart": pod_restart_table(load("pod_restart.json")),
         "latency_predictor": latency_predictor_table(

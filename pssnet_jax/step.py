@@ -7,6 +7,13 @@ summed (not averaged) into one SGD update. The middle subnet's pool score is -CE
 its own training forward (no extra pass). BatchNorm running statistics are updated by the
 three forwards in that order.
 
+Each subnet's gradient is computed under ``jax.shard_map`` over the data axis with the
+weights cast to device-varying, so it leaves its program as per-device partial gradients
+(a leading axis of one entry per device) instead of being all-reduced: the update sums the
+three subnets' partials and reduces them over the devices once, so the gradient crosses the
+interconnect once a step, not three times. BatchNorm statistics are combined across devices
+inside (``supernet.MaskedBatchNorm.axis_name``), losses and metrics are means over devices.
+
 ``split`` mode (default) compiles the max-net gradient, a subnet gradient per resolution and
 the update as separate functions, so a new middle resolution costs only one small compile
 (see the compile-time issue); ``single`` mode is the same arithmetic in one function. Both
@@ -24,7 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from common_jax import data
+from jax.sharding import PartitionSpec as P
+
+from common_jax import data, mesh as mesh_lib
 from common_jax.losses import at_least_float32, cross_entropy
 
 log = logging.getLogger(__name__)
@@ -66,10 +75,14 @@ class CompileCache:
 class StepFunctions:
     """The jitted pieces of the PSS-Net step for one supernet and optimizer."""
 
-    def __init__(self, model, tx, schedule, info: data.DatasetInfo, dtype, max_resolution: int):
+    def __init__(self, model, tx, schedule, info: data.DatasetInfo, dtype, max_resolution: int,
+                 mesh=None):
         self.model, self.tx, self.schedule = model, tx, schedule
         self.info, self.dtype, self.max_resolution = info, dtype, max_resolution
         self.compiled, self._zeros = CompileCache(), {}
+        self.mesh = mesh if mesh is not None else mesh_lib.data_mesh()
+        # the same supernet, its BatchNorm combining statistics across the devices
+        self.sharded_model = model.clone(bn_axis_name=mesh_lib.DATA_AXIS)
 
     def no_teacher(self, batch):
         """The max net's (unused) teacher: zeros of the batch's logits shape, sharded like the
@@ -91,20 +104,40 @@ class StepFunctions:
     def _grad(self, params, batch_stats, batch, widths, teacher, ce_weight, kl_weight,
               resolution):
         """Gradient of ``ce_weight * CE(z, y) + kl_weight * KL(teacher || softmax(z))`` for one
-        subnet. The max net uses weights (1, 0) and the others (0, 1): one compiled function
-        per resolution serves all three (a zero-weighted term adds exact zeros)."""
-        def loss_fn(p):
-            logits, updates = self.model.apply(
-                {"params": p, "batch_stats": batch_stats}, self.images(batch), widths,
-                resolution, train=True, mutable=["batch_stats"])
-            ce = mean_cross_entropy(logits, batch["label"])
-            kl = kl_to_teacher(teacher, logits)
-            return ce_weight * ce + kl_weight * kl, (logits, ce, kl, updates["batch_stats"])
+        subnet, as per-device partial gradients (``total_gradient`` sums them). The max net
+        uses weights (1, 0) and the others (0, 1): one compiled function per resolution serves
+        all three (a zero-weighted term adds exact zeros). Returns (partial gradients, BN
+        statistics, the subnet's softmax sharded like the batch, metrics)."""
+        axis = mesh_lib.DATA_AXIS
 
-        (_, (logits, ce, kl, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        probs = jax.lax.stop_gradient(jax.nn.softmax(at_least_float32(logits)))
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return grads, stats, probs, {"ce": ce, "kl": kl, "accuracy": accuracy, "score": -ce}
+        def local(params, batch_stats, batch, widths, teacher, ce_weight, kl_weight):
+            def loss_fn(p):
+                logits, updates = self.sharded_model.apply(
+                    {"params": p, "batch_stats": batch_stats}, self.images(batch), widths,
+                    resolution, train=True, mutable=["batch_stats"])
+                ce = jax.lax.pmean(mean_cross_entropy(logits, batch["label"]), axis)
+                kl = jax.lax.pmean(kl_to_teacher(teacher, logits), axis)
+                return ce_weight * ce + kl_weight * kl, (logits, ce, kl, updates["batch_stats"])
+
+            # device-varying weights: the gradient stays this device's part, not all-reduced
+            varying = jax.lax.pcast(params, axis, to="varying")
+            (_, (logits, ce, kl, stats)), grads = jax.value_and_grad(
+                loss_fn, has_aux=True)(varying)
+            probs = jax.lax.stop_gradient(jax.nn.softmax(at_least_float32(logits)))
+            accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == batch["label"]), axis)
+            return (jax.tree.map(lambda g: g[None], grads), stats, probs,
+                    {"ce": ce, "kl": kl, "accuracy": accuracy, "score": -ce})
+
+        return jax.shard_map(
+            local, mesh=self.mesh, in_specs=(P(), P(), P(axis), P(), P(axis), P(), P()),
+            out_specs=(P(axis), P(), P(axis), P()))(
+                params, batch_stats, batch, widths, teacher, ce_weight, kl_weight)
+
+    @staticmethod
+    def total_gradient(grads):
+        """The summed gradient of the three subnets from their per-device partials: summed
+        on each device first, then over the devices (one all-reduce of the gradient)."""
+        return jax.tree.map(lambda *g: jnp.sum(sum(g), axis=0), *grads)
 
     def subnet_grad(self, resolution: int):
         """The uncompiled gradient function of one resolution (what ``step`` compiles)."""
@@ -112,7 +145,7 @@ class StepFunctions:
 
     def _update(self, state, grads, batch_stats):
         """(new state, learning rate used): one SGD step with the summed gradients."""
-        total = jax.tree.map(lambda *g: sum(g), *grads)
+        total = self.total_gradient(grads)
         updates, opt_state = self.tx.update(total, state["opt_state"], state["params"])
         new_state = dict(state, step=state["step"] + 1, batch_stats=batch_stats,
                          opt_state=opt_state, params=optax.apply_updates(state["params"], updates))

@@ -54,6 +54,9 @@ class MaskedBatchNorm(nn.Module):
     epsilon: float = 1e-5
     group_size: int = 0
     dtype: Any = jnp.float32
+    # Set inside ``jax.shard_map`` over this mesh axis (the training step): ``x`` is one
+    # device's share of the batch and statistics are combined across devices explicitly.
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, mask, train: bool, momentum=None):
@@ -64,7 +67,8 @@ class MaskedBatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
         xf = at_least_float32(x)
         if train:
-            groups = x.shape[0] // self.group_size if self.group_size else 1
+            share = x.shape[0]
+            groups = share // self.group_size if 0 < self.group_size <= share else 1
             # One group needs no reshape (the reshape alone cost compile and run time).
             grouped = xf.reshape((groups, -1) + x.shape[1:]) if groups > 1 else xf
             axes = (1, 2, 3) if groups > 1 else (0, 1, 2)
@@ -73,16 +77,51 @@ class MaskedBatchNorm(nn.Module):
             # all-reduces into one per layer instead of two in sequence.
             mean = jnp.mean(grouped, axis=axes, keepdims=True)
             mean_square = jnp.mean(jnp.square(grouped), axis=axes, keepdims=True)
+            # devices one group spans inside shard_map: 0 = all (the whole batch), 1 = groups
+            # within each device's share
+            span = 1
+            if self.axis_name and (not self.group_size or self.group_size > share):
+                span = group_statistics_span(self.axis_name, self.group_size, share)
+                mean, mean_square = group_statistics((mean, mean_square), self.axis_name, span)
             var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
             y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
             if not self.is_initializing():
                 m = self.momentum if momentum is None else momentum
                 over_groups = tuple(range(mean.ndim - 1))
-                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=over_groups)
-                ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, axis=over_groups)
+                batch_mean = jnp.mean(mean, axis=over_groups)
+                batch_var = jnp.mean(var, axis=over_groups)
+                if self.axis_name and span:  # the running statistics average every group
+                    batch_mean, batch_var = jax.lax.pmean((batch_mean, batch_var),
+                                                          self.axis_name)
+                ra_mean.value = m * ra_mean.value + (1 - m) * batch_mean
+                ra_var.value = m * ra_var.value + (1 - m) * batch_var
         else:
             y = (xf - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
         return (y * (scale * mask) + bias * mask).astype(self.dtype)
+
+
+def group_statistics_span(axis_name: str, group_size: int, share: int) -> int:
+    """How many devices of ``axis_name`` (``share`` images each) one BN group of
+    ``group_size`` images spans; 0 when it spans all of them (``group_size`` 0: the whole
+    batch)."""
+    devices = jax.lax.axis_size(axis_name)
+    span = group_size // share if group_size else devices
+    return 0 if span == devices else span
+
+
+def group_statistics(stats, axis_name: str, span: int):
+    """Statistics over one device's share of the batch -> over its BN group of ``span``
+    devices (``group_statistics_span``): over the whole batch (0) by ``pmean``; over a
+    group of several whole shares by an all-gather of the per-channel statistics and the
+    mean over the group's devices (``ghost_bn_groups`` says which groups fit)."""
+    if not span:
+        return jax.lax.pmean(stats, axis_name)
+    group = jax.lax.axis_index(axis_name) // span
+
+    def of_group(gathered):
+        per_group = gathered.reshape((-1, span) + gathered.shape[1:])
+        return jnp.mean(jnp.take(per_group, group, axis=0), axis=0)
+    return jax.tree.map(of_group, jax.lax.all_gather(stats, axis_name))
 
 
 def ghost_bn_groups(batch: int, devices: int) -> list[int]:
@@ -124,6 +163,7 @@ class MaskedMobileNet(nn.Module):
     depthwise_impl: str = "auto"
     bn_group_size: int = 0
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # inside shard_map (``MaskedBatchNorm.axis_name``)
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +179,8 @@ class MaskedMobileNet(nn.Module):
                   if layer.kind == "bn"}
 
         def norm(name):
-            bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype, name=name)
+            bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype,
+                                 axis_name=self.bn_axis_name, name=name)
             return lambda y: bn(y, channel_mask(y.shape[-1], active[name], self.dtype), train,
                                 bn_momentum)
 

@@ -92,7 +92,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None = None) -> Supe
     model = supernet.build_supernet(space.full_arch, models.DTYPES[config.compute_dtype],
                                     config.model.depthwise_impl, config.pssnet.bn_group_size)
     fns = StepFunctions(model, run.tx, run.schedule, info, models.DTYPES[config.compute_dtype],
-                        space.resolutions[-1])
+                        space.resolutions[-1], run.mesh)
     evaluator = SubnetEvaluator(fns, run.mesh, config.pssnet.recal_batches,
                                 run.input.train_batches)
     table = constraints_lib.latency_table_of(config, space)

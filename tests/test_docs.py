@@ -140,7 +140,7 @@ def test_benchmark_tables_are_the_committed_raw_outputs():
     for raw in ("compile_time_embedded.json", "compile_probe_embedded.json",
                 "compile_probe_imagenet.json", "throughput_cpu.json"):
         assert result_tables.machine_line(result_tables.load(raw)) in results, raw
-    for raw in ("pod_efficiency_before.json", "pod_efficiency.json"):
+    for raw in result_tables.POD_STAGES:
         line = result_tables.pod_machine_line(result_tables.load(raw))
         assert line in results.replace("\n", " "), raw
     line = result_tables.restart_machine_line(result_tables.load("pod_restart.json"))

@@ -108,6 +108,84 @@ def test_ghost_bn_groups_that_straddle_devices_are_refused_and_others_reduce_onc
         supernet.check_ghost_bn(16, 48, 8)
 
 
+SHARDED_GRADIENT = """
+import json
+import jax, jax.numpy as jnp, numpy as np, optax
+jax.config.update("jax_enable_x64", True)
+from common_jax import mesh as mesh_lib
+from common_jax.data import DATASETS
+from pod_efficiency import collectives
+from pssnet_jax import space as space_lib, supernet
+from pssnet_jax.step import StepFunctions, mean_cross_entropy
+space = space_lib.make_space("mobilenet_v2", num_classes=10, in_channels=3, resolutions=(16,),
+                             small_input=True, width_mult=0.25)
+widths = supernet.widths_of(space.full_arch)
+rng = np.random.default_rng(0)
+batch = {"image": rng.integers(0, 256, (16, 16, 16, 3)).astype(np.uint8),
+         "label": rng.integers(0, 10, 16).astype(np.int32)}
+sharded = mesh_lib.global_batch(batch, mesh_lib.data_mesh())
+out = {}
+for group in (0, 2, 8):  # whole batch, within a device's 4 images, spanning two devices
+    model = supernet.build_supernet(space.full_arch, jnp.float64, "conv", group)
+    fns = StepFunctions(model, optax.sgd(0.1), lambda s: 0.1, DATASETS["cifar10"],
+                        jnp.float64, 16)
+    variables = model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)), widths, 16,
+                           train=False)
+    variables = jax.tree.map(lambda v: np.asarray(v, np.float64), variables)
+    params, stats = variables["params"], variables["batch_stats"]
+
+    def reference(p):  # the whole batch in one program, no shard_map
+        logits, updates = model.apply({"params": p, "batch_stats": stats},
+                                      fns.images(batch), widths, 16, train=True,
+                                      mutable=["batch_stats"])
+        return mean_cross_entropy(logits, batch["label"]), updates["batch_stats"]
+    # every program compiled before any runs, results fetched before the next compile (no
+    # eager op on 4 devices): XLA's CPU collectives time out waiting for a device thread
+    # while another program compiles (seen here)
+    ref_program = jax.jit(jax.value_and_grad(reference, has_aux=True)).lower(params).compile()
+    args = (params, stats, sharded, widths, fns.no_teacher(sharded), 1.0, 0.0)
+    grad_program = fns.grad_program(16, args)
+    state = {"step": jnp.int32(0), "params": params, "batch_stats": stats,
+             "opt_state": fns.tx.init(params)}
+    update = fns.update_program((state, (grad_program.out_info[0],) * 3,
+                                 grad_program.out_info[1]))
+    grads, new_stats, probs, metrics = jax.device_get(grad_program(*args))
+    (loss, ref_stats), ref_grads = jax.device_get(ref_program(params))
+    error = lambda a, b: (max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+                              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))) /
+                          max(float(np.abs(np.asarray(y)).max()) for y in jax.tree.leaves(b)))
+    program_bytes = lambda fn: collectives(fn.as_text()).get("all-reduce", {}).get("bytes", 0)
+    out[group] = {"grad_error": error(fns.total_gradient([grads]), ref_grads),
+                  "stats_error": error(new_stats, ref_stats),
+                  "loss_error": abs(float(metrics["ce"]) - float(loss)),
+                  "partials_shape": list(jax.tree.leaves(grads)[0].shape[:1]),
+                  "param_bytes": sum(x.nbytes for x in jax.tree.leaves(params)),
+                  "grad_program_all_reduce_bytes": program_bytes(grad_program),
+                  "update_all_reduce_bytes": program_bytes(update)}
+print("SHARDED", json.dumps(out))
+"""
+
+
+def test_sharded_subnet_gradient_equals_the_whole_batch_one_and_is_all_reduced_once():
+    """The PSS-Net gradient under shard_map on 4 CPU devices (16 images, 4 each; float64), for BN
+    statistics over the whole batch, per group of 2 (within a device) and of 8 (spanning two
+    devices): the per-device partial gradients sum to the gradient of the whole batch in one
+    program, the BN running statistics and the loss equal it too (normwise over each tree); the gradient program
+    all-reduces only BN statistics (under a tenth of the parameter bytes) and the update
+    all-reduces the summed gradient once (exactly the parameter bytes; issue #27 part 3).
+    Planted defects that fail it: the weights not cast to device-varying (the gradient is
+    all-reduced in every subnet's program and the partials sum to 4x), spanning groups
+    taken per device, the running statistics of per-device groups not averaged."""
+    out = python_on_devices(SHARDED_GRADIENT, devices=4)
+    found = json.loads(out.split("SHARDED ", 1)[1])
+    for group, case in found.items():
+        assert case["partials_shape"] == [4], group
+        assert case["grad_error"] < 1e-10 and case["stats_error"] < 1e-10, (group, case)
+        assert case["loss_error"] < 1e-10, (group, case)
+        assert case["grad_program_all_reduce_bytes"] < 0.1 * case["param_bytes"], (group, case)
+        assert case["update_all_reduce_bytes"] == case["param_bytes"], (group, case)
+
+
 def test_batch_norm_without_groups_uses_whole_batch_statistics_and_zeroes_masked_channels():
     bn = supernet.MaskedBatchNorm(momentum=0.9)
     x = jax.random.normal(jax.random.key(0), (4, 3, 3, 3)) * jnp.array([1.0, 3.0, 2.0]) + 5

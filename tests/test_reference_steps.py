@@ -81,7 +81,7 @@ nets = ((supernet.widths_of(full), 28),
         (supernet.widths_of(space.arch(mid)), mid.resolution),
         (supernet.widths_of(space.arch(low)), low.resolution))
 grads, stats, _ = jax.jit(lambda s: fns._three(fns.subnet_grad, s, batch, nets))(state)
-out = dict(initial=variables["params"], grads=jax.tree.map(lambda *g: sum(g), *grads),
+out = dict(initial=variables["params"], grads=fns.total_gradient(grads),
            stats=stats)
 metrics = []
 for _ in range({STEPS}):
