@@ -18,10 +18,11 @@ Arms, each seed (ResNet-20 on 28 px Fashion-MNIST, rates ``[0.5]*9+[0.0]*3``, co
   8-epoch arms, ``l1 8+4`` pre-trains as long as they do and trains 12 epochs in all.
 
 Every run has its own workdir under ``--workdir``, reused only when its config.json equals the
-run's config (``evidence.study.train_or_reuse``), and leaves its config.json and summary.json
-under ``--records`` (committed), reused on an equal config too, so the study continues across
-sessions and machines and never mixes recipes. Writes ``results.json`` (rows, provenance, each run's config digest) and
-``tables.md`` to ``--out``; docs/RESULTS.md section 1c reads them.
+run's config (``evidence.study.train_or_reuse``), and leaves its config.json, summary.json
+and provenance.jsonl under ``--records`` (committed), reused on an equal config too, so the
+study continues across sessions and machines and never mixes recipes. Writes
+``results.json`` (rows, provenance, each run's config digest) and ``tables.md`` to ``--out``;
+docs/RESULTS.md section 1c reads them.
 """
 
 from __future__ import annotations

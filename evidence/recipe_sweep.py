@@ -301,6 +301,19 @@ def sampling_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
             f"{0.05 / count:.2g}; max net {cells['max'][4]} (p = {cells['max'][5]})")
 
 
+def scale_sentence(rows: list[dict], summary: dict, candidate: str = CHOSEN) -> str:
+    """docs/RESULTS.md's caveat of scale: the embedded default's training steps (its run's
+    ``summary``), pool size (configs/pssnet/embedded.py) and the gap between the max and
+    the min net's mean test accuracy over the candidate's seeds (points)."""
+    per = by_target(_embedded_runs(rows, candidate))
+    gap = 100 * (statistics.mean(a for _, a in per["max"]) -
+                 statistics.mean(a for _, a in per["min"]))
+    pools = api.load_config("configs/pssnet/embedded.py").pssnet.pool_size
+    return (f"{summary['step']} steps, pools of {pools} that fill in the first epochs, a "
+            f"10-class 28 px task on which the min net's mean is {gap:.2f} points under the "
+            f"max net's")
+
+
 def main_job_table(rows: list[dict], candidate: str = CHOSEN) -> str:
     """The default main job over seeds (README): every target's kept subnet, mean MFLOPs and
     test accuracy (mean +- sample std, lowest-highest) over the candidate's embedded runs."""

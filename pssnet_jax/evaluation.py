@@ -48,15 +48,19 @@ class SubnetEvaluator:
 
     def bn_program(self, resolution: int, args):
         """One recalibration batch at ``resolution`` (compiled once per resolution)."""
+        rep = self.fns.replicated
         return self.fns.compiled.get("bn recalibration",
                                      lambda *a, r=resolution: self._bn_step(*a, r), args,
-                                     (resolution,))
+                                     (resolution,),
+                                     shardings=((rep, rep, self.fns.sharded, rep, rep), rep))
 
     def eval_program(self, resolution: int, args):
         """One evaluation batch's sums at ``resolution`` (compiled once per resolution)."""
+        rep = self.fns.replicated
         return self.fns.compiled.get("subnet eval",
                                      lambda *a, r=resolution: self._eval_sums(*a, r), args,
-                                     (resolution,))
+                                     (resolution,),
+                                     shardings=((rep, rep, self.fns.sharded, rep), rep))
 
     def recal_batch(self):
         """The first recalibration batch (on the devices)."""

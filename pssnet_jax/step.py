@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from jax.sharding import PartitionSpec as P
 
 from common_jax import data, mesh as mesh_lib
@@ -57,11 +56,16 @@ class CompileCache:
         self._functions: dict = {}
         self.times: dict = {}
 
-    def get(self, name, fn, args, static=(), donate=()):
+    def get(self, name, fn, args, static=(), donate=(), shardings=(None, None)):
+        """The compiled ``fn`` for arguments like ``args``; ``shardings`` = (in, out) pins
+        the program's input and output shardings (pytree prefixes, as ``jax.jit`` takes)."""
         key = (name,) + tuple(static)
         if key not in self._functions:
             start = time.perf_counter()
-            self._functions[key] = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+            in_shardings, out_shardings = shardings
+            self._functions[key] = jax.jit(
+                fn, donate_argnums=donate, in_shardings=in_shardings,
+                out_shardings=out_shardings).lower(*args).compile()
             self.times[" ".join(map(str, key))] = time.perf_counter() - start
             log.info("compiled %s in %.1f s", " ".join(map(str, key)),
                      time.perf_counter() - start)
@@ -81,6 +85,10 @@ class StepFunctions:
         self.info, self.dtype, self.max_resolution = info, dtype, max_resolution
         self.compiled, self._zeros = CompileCache(), {}
         self.mesh = mesh if mesh is not None else mesh_lib.data_mesh()
+        # the shardings every program pins: state and widths replicated, batches (and the
+        # per-device partial gradients) split over the devices
+        self.replicated = mesh_lib.replicated(self.mesh)
+        self.sharded = mesh_lib.batch_sharded(self.mesh)
         # the same supernet, its BatchNorm combining statistics across the devices
         self.sharded_model = model.clone(bn_axis_name=mesh_lib.DATA_AXIS)
 
@@ -201,14 +209,19 @@ class StepFunctions:
     # -- the compiled programs (compiled on first request, or ahead by precompile.py) -------
     def grad_program(self, resolution: int, args):
         """Split mode: one subnet's gradient at ``resolution`` for arguments like ``args``."""
+        r, b = self.replicated, self.sharded
         return self.compiled.get("subnet grad at", self.subnet_grad(resolution), args,
-                                 (resolution,))
+                                 (resolution,), shardings=((r, r, b, r, b, r, r), (b, r, b, r)))
 
     def update_program(self, args):
         """Split mode: the SGD update with the three gradients (the state is donated)."""
-        return self.compiled.get("update", self._update, args, donate=(0,))
+        r = self.replicated
+        return self.compiled.get("update", self._update, args, donate=(0,),
+                                 shardings=((r, self.sharded, r), (r, r)))
 
     def single_program(self, resolutions: tuple, args):
         """Single mode: the whole step for the (max, middle, min) nets' resolutions."""
         fn = functools.partial(self._single, resolutions=resolutions)
-        return self.compiled.get("single step", fn, args, resolutions, donate=(0,))
+        r = self.replicated
+        return self.compiled.get("single step", fn, args, resolutions, donate=(0,),
+                                 shardings=((r, self.sharded, r, r, r), (r, r)))

@@ -111,6 +111,7 @@ def test_ghost_bn_groups_that_straddle_devices_are_refused_and_others_reduce_onc
 SHARDED_GRADIENT = """
 import json
 import jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import PartitionSpec as P
 jax.config.update("jax_enable_x64", True)
 from common_jax import mesh as mesh_lib
 from common_jax.data import DATASETS
@@ -161,7 +162,12 @@ for group in (0, 2, 8):  # whole batch, within a device's 4 images, spanning two
                   "partials_shape": list(jax.tree.leaves(grads)[0].shape[:1]),
                   "param_bytes": sum(x.nbytes for x in jax.tree.leaves(params)),
                   "grad_program_all_reduce_bytes": program_bytes(grad_program),
-                  "update_all_reduce_bytes": program_bytes(update)}
+                  "update_all_reduce_bytes": program_bytes(update),
+                  # the pinned shardings: state out replicated, partials split per device
+                  "update_out_replicated": all(
+                      sh.is_fully_replicated for sh in jax.tree.leaves(update.output_shardings)),
+                  "partials_spec": {str(sh.spec) for sh in jax.tree.leaves(
+                      grad_program.output_shardings[0])} == {str(P("data"))}}
 print("SHARDED", json.dumps(out))
 """
 
@@ -172,7 +178,8 @@ def test_sharded_subnet_gradient_equals_the_whole_batch_one_and_is_all_reduced_o
     devices): the per-device partial gradients sum to the gradient of the whole batch in one
     program, the BN running statistics and the loss equal it too (normwise over each tree); the gradient program
     all-reduces only BN statistics (under a tenth of the parameter bytes) and the update
-    all-reduces the summed gradient once (exactly the parameter bytes; issue #27 part 3).
+    all-reduces the summed gradient once (exactly the parameter bytes; issue #27 part 3); the
+    programs' pinned shardings hold (the update's state replicated, the partials split).
     Planted defects that fail it: the weights not cast to device-varying (the gradient is
     all-reduced in every subnet's program and the partials sum to 4x), spanning groups
     taken per device, the running statistics of per-device groups not averaged."""
@@ -184,6 +191,7 @@ def test_sharded_subnet_gradient_equals_the_whole_batch_one_and_is_all_reduced_o
         assert case["loss_error"] < 1e-10, (group, case)
         assert case["grad_program_all_reduce_bytes"] < 0.1 * case["param_bytes"], (group, case)
         assert case["update_all_reduce_bytes"] == case["param_bytes"], (group, case)
+        assert case["update_out_replicated"] and case["partials_spec"], (group, case)
 
 
 def test_batch_norm_without_groups_uses_whole_batch_statistics_and_zeroes_masked_channels():
