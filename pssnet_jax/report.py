@@ -43,6 +43,18 @@ def document(config, space: Space, kept: list, ends: dict, constraints) -> dict:
             "targets": {c.name: list(c.targets) for c in constraints}, "subnets": kept, **ends}
 
 
+def run_sentence(summary: dict) -> str:
+    """README's account of one run from its ``summary.json``: the training loop's seconds
+    (``wall_time_s``, which starts after set-up: data, structure-space maps) with its compile
+    seconds, the kept subnets and the max and min nets' test accuracy."""
+    return (f"{summary['wall_time_s']:.0f} s from the start of its training loop to the end "
+            f"(`wall_time_s`; the set-up before it is not counted), "
+            f"{summary['compile_time_s']:.0f} s of it compiling, "
+            f"{summary['num_kept_subnets']} kept subnets, max net "
+            f"{100 * summary['eval_accuracy']:.1f}%, min net "
+            f"{100 * summary['min_eval_accuracy']:.1f}%")
+
+
 def markdown_table(doc: dict) -> str:
     """The kept subnets of a subnets.json document as a Markdown table, min net first and max
     net last (README's table of the embedded default run is this table of its raw output);

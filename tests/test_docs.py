@@ -57,7 +57,7 @@ def test_readme_pssnet_table_is_the_committed_default_run():
     assert report.markdown_table(document) in readme
     assert (document["max"]["test_accuracy"], document["min"]["test_accuracy"]) == (
         summary["eval_accuracy"], summary["min_eval_accuracy"])
-    assert f"max net {100 * summary['eval_accuracy']:.1f}%" in " ".join(readme.split())
+    assert report.run_sentence(summary) in " ".join(readme.split())
 
 
 def test_readme_and_results_tables_are_the_committed_recipe_sweep():
