@@ -38,6 +38,13 @@ def markdown_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+def baseline_sentence(document: dict) -> str:
+    """README's summary line of the full-width baseline (the document's first row)."""
+    row = document["rows"][0]
+    return (f"reaches {100 * row['eval_accuracy']:.1f}% ([DCFF](#dcff) table: "
+            f"{row['wall_time_s'] / 60:.1f} minutes")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -329,15 +329,27 @@ def main_job_table(rows: list[dict], candidate: str = CHOSEN) -> str:
 
 
 def main_job_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
-    """README's summary of the main job over seeds: max and min net, mean +- sample std."""
+    """README's summary of the main job over seeds: max and min net, mean +- sample std, and
+    the ratio of their mean FLOPs."""
     runs = _embedded_runs(rows, candidate)
 
     def summary(values):
         values = [100 * v for v in values]
         return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}%"
+    per = by_target(runs)
+    ratio = (statistics.mean(f for f, _ in per["max"]) /
+             statistics.mean(f for f, _ in per["min"]))
     return (f"reaches {summary(r['max_net_test_accuracy'] for r in runs)} test accuracy with "
             f"the max net and {summary(r['subnets'][0]['test_accuracy'] for r in runs)} with the "
-            f"min net")
+            f"min net ({ratio:.1f}x fewer FLOPs)")
+
+
+def seed_sentence(rows: list[dict], seed: int = 0, candidate: str = CHOSEN) -> str:
+    """README's comparison with its one run: the max and min net's test accuracy of one seed
+    of the sweep."""
+    run = next(r for r in _embedded_runs(rows, candidate) if r["seed"] == seed)
+    return (f"reached {100 * run['max_net_test_accuracy']:.2f}% / "
+            f"{100 * run['subnets'][0]['test_accuracy']:.2f}%")
 
 
 def old_default_sentence(rows: list[dict], candidate: str = "lr0.1") -> str:

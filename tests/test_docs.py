@@ -72,6 +72,8 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
         results = f.read()
     assert recipe_sweep.main_job_table(rows) in readme
     assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
+    assert f"Seed 0 of the sweep (the same config on one core) {recipe_sweep.seed_sentence(rows)}" \
+        in " ".join(readme.split())
     with open(os.path.join(ROOT, "docs", "results", "embedded_default", "summary.json")) as f:
         summary = json.load(f)
     for sentence in (recipe_sweep.heldout_sentence(rows), recipe_sweep.sampling_sentence(rows),
@@ -125,6 +127,7 @@ def test_readme_dcff_table_is_the_committed_embedded_runs():
     assert [r["config"] for r in document["rows"]] == [
         path + (f":{arg}" if arg else "") for path, arg, _ in embedded_dcff.RUNS]
     assert embedded_dcff.markdown_table(document) in readme
+    assert embedded_dcff.baseline_sentence(document) in " ".join(readme.split())
 
 
 def test_benchmark_tables_are_the_committed_raw_outputs():
