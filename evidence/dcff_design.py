@@ -199,13 +199,16 @@ def main():
                         help="the full Fashion-MNIST IDX files")
     parser.add_argument("--workdir", default="runs/dcff_design")
     parser.add_argument("--out", default="docs/evidence/dcff_design")
-    parser.add_argument("--records", default="docs/evidence/dcff_design/runs",
+    parser.add_argument("--records", default=None,
                         help="committed config.json + summary.json of every finished run, "
-                             "reused on an equal config ('' for none)")
+                             "reused on an equal config (default: <out>/runs, none with "
+                             "--tiny; '' for none)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tables of the finished runs only")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.records is None:
+        args.records = "" if args.tiny else os.path.join(args.out, "runs")
     scale = study.TINY if args.tiny else study.FULL
     lengths, finetune = ((1, 2), 1) if args.tiny else (LENGTHS, FINETUNE_EPOCHS)
     if not args.tiny:
