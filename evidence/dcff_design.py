@@ -198,7 +198,8 @@ def main():
     parser.add_argument("--data_dir", default=idx.DEFAULT_FASHION_MNIST_DIR,
                         help="the full Fashion-MNIST IDX files")
     parser.add_argument("--workdir", default="runs/dcff_design")
-    parser.add_argument("--out", default="docs/evidence/dcff_design")
+    parser.add_argument("--out", default=None,
+                        help="default: docs/evidence/dcff_design (--tiny: <workdir>/out)")
     parser.add_argument("--records", default=None,
                         help="committed config.json + summary.json of every finished run, "
                              "reused on an equal config (default: <out>/runs, none with "
@@ -207,6 +208,9 @@ def main():
                         help="train nothing: tables of the finished runs only")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.out is None:
+        args.out = (os.path.join(args.workdir, "out") if args.tiny
+                    else "docs/evidence/dcff_design")
     if args.records is None:
         args.records = "" if args.tiny else os.path.join(args.out, "runs")
     scale = study.TINY if args.tiny else study.FULL
