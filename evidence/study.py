@@ -291,6 +291,17 @@ def dcff_claim_sentence(rows: list[dict]) -> str:
             f"{p['faithful - scratch']} and {p['stable - scratch']})")
 
 
+def wins_sentence(rows: list[dict], control: str = "l1") -> str:
+    """On how many seeds each DCFF mode beats ``control`` (seeds both ran)."""
+    acc = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows}
+    parts = []
+    for mode in ("stable", "faithful"):
+        seeds = [s for v, s in acc if v == mode and (control, s) in acc]
+        wins = sum(acc[(mode, s)] > acc[(control, s)] for s in seeds)
+        parts.append(f"{mode} on {wins} of {len(seeds)}")
+    return f"DCFF beats {control.upper()} seed by seed: " + ", ".join(parts)
+
+
 def mean_std(values) -> str:
     values = list(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0

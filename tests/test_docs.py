@@ -108,6 +108,10 @@ def test_results_tables_are_the_committed_evidence_studies():
                   study.curve_table(progress["dcff"], 0)):
         assert table in results, table[:80]
     assert study.pss_seed_sentence(first["pss"]) in " ".join(results.split())
+    for sentence in (study.dcff_claim_sentence(progress["dcff"]),
+                     study.wins_sentence(progress["dcff"]),
+                     study.dcff_means_sentence(progress["dcff"])):  # section 1b's reading
+        assert sentence in " ".join(results.split()), sentence[:60]
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = " ".join(f.read().split())
     for sentence in (study.dcff_claim_sentence(progress["dcff"]),
