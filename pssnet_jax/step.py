@@ -93,15 +93,14 @@ class StepFunctions:
         self.sharded_model = model.clone(bn_axis_name=mesh_lib.DATA_AXIS)
 
     def no_teacher(self, batch):
-        """The max net's (unused) teacher: zeros of the batch's logits shape, sharded like the
-        batch (as the teacher the max net's program returns), built once per batch size on
-        every process without a cross-host check (split mode passes it every step)."""
+        """The max net's (unused) teacher: zeros of the batch's logits shape, split over the
+        devices as the gradient program pins it, built once per batch size on every process
+        without a cross-host check (split mode passes it every step)."""
         shape = (batch["label"].shape[0], self.model.num_classes)
         if shape not in self._zeros:
-            zeros, sharding = np.zeros(shape, np.float32), getattr(batch["label"], "sharding",
-                                                                   None)
-            self._zeros[shape] = jnp.asarray(zeros) if sharding is None else \
-                jax.make_array_from_callback(shape, sharding, lambda index: zeros[index])
+            zeros = np.zeros(shape, np.float32)
+            self._zeros[shape] = jax.make_array_from_callback(shape, self.sharded,
+                                                              lambda index: zeros[index])
         return self._zeros[shape]
 
     # -- pure pieces ------------------------------------------------------------------------
