@@ -224,6 +224,25 @@ def pod_machine_line(doc: dict) -> str:
             f"{doc['provenance']['jax']}, {doc['date']}, commit {doc['provenance']['commit'][:7]}")
 
 
+def input_pipeline_table(doc: dict) -> str:
+    """benchmarks/input_pipeline.py: tf.data over TFRecord against Grain over array_record."""
+    rows = [[name, r["file_format"], f"{r['images_per_s_per_core']:.0f}",
+             f"{r['first_batch_s']:.2f}", f"{r['resume_first_batch_s']:.2f}",
+             str(r["resume_records_read"]), "yes" if r["resume_exact"] else "no"]
+            for name, r in doc["pipelines"].items()]
+    return _rows(["pipeline", "prepared as", "training images/s per core",
+                  "first batch at step 0 (s)", f"first batch resuming at step "
+                  f"{doc['pipelines']['grain']['resume_step']} (s)",
+                  "records read for that resume", "resumed batches equal"], rows)
+
+
+def input_machine_line(doc: dict) -> str:
+    """The machine line of a benchmarks/input_pipeline.py output."""
+    v = doc["versions"]
+    return (f"{doc['machine']}, tensorflow {v['tensorflow-cpu']}, grain {v['grain']}, pillow "
+            f"{v['pillow']}, {doc['date']}, commit {doc['provenance']['commit'][:7]}")
+
+
 def all_tables() -> dict[str, str]:
     """name -> table, for every table of benchmarks/RESULTS.md and docs/latency.md."""
     compile_time = load("compile_time_embedded.json")
@@ -239,6 +258,7 @@ def all_tables() -> dict[str, str]:
         "pod_efficiency": pod_efficiency_table([load(name) for name in POD_STAGES]),
         "pod_compile": pod_compile_table(load("pod_efficiency.json")),
         "pod_restart": pod_restart_table(load("pod_restart.json")),
+        "input_pipeline": input_pipeline_table(load("input_pipeline.json")),
         "latency_predictor": latency_predictor_table(
             [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
     }

@@ -128,13 +128,15 @@ def test_synthetic_input_has_the_dataset_shape_without_tensorflow():
 tfds = require("tensorflow_datasets")
 
 
+@pytest.mark.parametrize("pipeline", data.PIPELINES)
 @pytest.mark.parametrize("name,size,channels", [("cifar10", 32, 3), ("fashion_mnist", 28, 1),
                                                 ("imagenet2012", 64, 3)])
-def test_tfds_pipelines_on_mock_data(tmp_path, name, size, channels):
+def test_tfds_pipelines_on_mock_data(tmp_path, name, size, channels, pipeline):
     config = tiny_config(**{"dataset.name": name, "dataset.image_size": size,
                             "dataset.data_dir": str(tmp_path), "dataset.color_jitter": 0.4})
     with tfds.testing.mock_data(num_examples=24):
-        inputs = data.make_input(config.dataset, global_batch=8, eval_batch=16, seed=1)
+        inputs = data.make_input(config.dataset, global_batch=8, eval_batch=16, seed=1,
+                                 pipeline=pipeline)
         assert inputs.num_train == 24 and inputs.image_size == size
         stream = inputs.train_batches(0)
         first = [next(stream) for _ in range(5)]  # crosses the epoch boundary (3 steps/epoch)

@@ -6,7 +6,9 @@ Datasets:
 * ``fashion_mnist_idx``: the full Fashion-MNIST from IDX files in ``dataset.data_dir``
   (default ``/usr/share/datasets/fashion-mnist``), gzipped or not.
 * ``cifar10``, ``fashion_mnist``, ``imagenet2012``: tensorflow-datasets (prepared in
-  ``dataset.data_dir`` or the tfds default); TensorFlow is imported only for these.
+  ``dataset.data_dir`` or the tfds default), read by Grain when prepared as array_record
+  (``grain_input``: random access, a resume reads nothing it skips) and by tf.data when
+  prepared as TFRecord (``tfds_input``); TensorFlow Datasets is imported only for these.
 * ``dataset.synthetic=True`` with any name: seeded random images and labels of that dataset's
   shape, held in memory (benchmarks and compile checks on machines without the data or TF).
 
@@ -50,6 +52,7 @@ DATASETS = {
                                 "tfds", eval_split="validation"),
 }
 MEMORY_SPLITS = {"train": "train", "test": "t10k"}
+PIPELINES = ("grain", "tf_data")  # for tfds datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,13 @@ class Input:
     train_batches: Callable[[int], Iterator[dict]]  # start step -> endless batches
     eval_batches: Callable[[], Iterator[dict]]  # one pass over the eval split
     holdout_batches: Callable[[], Iterator[dict]] | None = None  # held-out training examples
+    pipeline: str = "memory"  # 'memory', 'grain' or 'tf_data'
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -135,8 +145,11 @@ def _split_holdout(arrays, count: int):
 
 
 def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
-               process_index: int = 0, process_count: int = 1) -> Input:
-    """Builds the train/eval pipelines of ``config.dataset`` for this process."""
+               process_index: int = 0, process_count: int = 1,
+               pipeline: str | None = None) -> Input:
+    """Builds the train/eval pipelines of ``config.dataset`` for this process. tfds datasets
+    use ``pipeline`` ('grain' or 'tf_data'), by default Grain when the data was prepared as
+    array_record and tf.data when it was prepared as TFRecord."""
     info = dataset_info(dataset_cfg.name)
     size = image_size(dataset_cfg)
     train_split = dataset_cfg.train_split or info.train_split
@@ -178,19 +191,36 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
         train_split = f"{train_split}[:{dataset_cfg.num_train_examples}]"
     if dataset_cfg.num_eval_examples:
         eval_split = f"{eval_split}[:{dataset_cfg.num_eval_examples}]"
-    common = {"channels": info.channels, "native_size": info.image_size, "image_size": size}
+    pipeline = pipeline or tfds_pipeline(dataset_cfg.name, data_dir)
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline={pipeline!r}: expected one of {PIPELINES}")
+    if pipeline == "grain":
+        from common_jax.data import grain_input as module
+        options = {}
+    else:
+        module = tfds_input
+        options = {"shuffle_buffer": dataset_cfg.shuffle_buffer}
+    common = {"style": "imagenet" if dataset_cfg.name == "imagenet2012" else "small",
+              "channels": info.channels, "native_size": info.image_size, "image_size": size}
     return Input(
         info, size,
         tfds_input.split_size(dataset_cfg.name, data_dir, train_split),
         tfds_input.split_size(dataset_cfg.name, data_dir, eval_split),
-        train_batches=lambda start: tfds_input.train_batches(
+        train_batches=lambda start: module.train_batches(
             dataset_cfg.name, data_dir, train_split, global_batch=global_batch, seed=seed,
             start_step=start, augment=dataset_cfg.augment, crop_padding=dataset_cfg.crop_padding,
             min_scale=dataset_cfg.rrc_min_scale, color_jitter=dataset_cfg.color_jitter,
-            shuffle_buffer=dataset_cfg.shuffle_buffer,
-            **common, **shard),
-        eval_batches=lambda: tfds_input.eval_batches(
+            **options, **common, **shard),
+        eval_batches=lambda: module.eval_batches(
             dataset_cfg.name, data_dir, eval_split, global_batch=eval_batch, **common, **shard),
-        holdout_batches=(lambda: tfds_input.eval_batches(
+        holdout_batches=(lambda: module.eval_batches(
             dataset_cfg.name, data_dir, holdout_split, global_batch=eval_batch, **common,
-            **shard)) if holdout_split else None)
+            **shard)) if holdout_split else None,
+        pipeline=pipeline)
+
+
+def tfds_pipeline(name: str, data_dir: str | None) -> str:
+    """'grain' when the tfds data is prepared as array_record (random access), else 'tf_data'."""
+    from common_jax.data import tfds_input
+    formats = tfds_input.file_formats(name, data_dir)
+    return "grain" if "array_record" in formats else "tf_data"
