@@ -158,7 +158,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/input_pipeline.json")
     args = parser.parse_args(argv)
