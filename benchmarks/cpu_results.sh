@@ -30,3 +30,4 @@ $PYTHON benchmarks/latency_predictor.py --batch_size=32 --table=$TABLES/b32.json
 $PYTHON benchmarks/pod_efficiency.py --out=$OUT/pod_efficiency.json
 $PYTHON benchmarks/pod_efficiency.py --part=restart --out=$OUT/pod_restart.json
 $PYTHON benchmarks/input_pipeline.py --out=$OUT/input_pipeline.json
+$PYTHON benchmarks/input_pipeline.py --cores=2 --out=$OUT/input_pipeline_2cores.json
