@@ -156,6 +156,9 @@ class Loop:
                  "%d devices", config.model.name, config.dataset.name, run.total_steps,
                  run.total_epochs, run.steps_per_epoch, costs["flops"] / 1e6, costs["params"],
                  jax.device_count())
+        if run.input.pipeline != "memory":
+            log.info("input pipeline: %s (the data is prepared as %s)", run.input.pipeline,
+                     "array_record" if run.input.pipeline == "grain" else "TFRecord")
 
     def running(self) -> bool:
         return self.step < self.end and not self.preempted
