@@ -69,12 +69,6 @@ class Input:
     pipeline: str = "memory"  # 'memory', 'grain' or 'tf_data'
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-
-
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"dataset.name={name!r}: expected one of {sorted(DATASETS)}")
@@ -151,36 +145,51 @@ def make_input(dataset_cfg, *, global_batch: int, eval_batch: int, seed: int,
     use ``pipeline`` ('grain' or 'tf_data'), by default Grain when the data was prepared as
     array_record and tf.data when it was prepared as TFRecord."""
     info = dataset_info(dataset_cfg.name)
+    batches = {"global_batch": global_batch, "eval_batch": eval_batch, "seed": seed,
+               "shard": {"process_index": process_index, "process_count": process_count}}
+    if dataset_cfg.synthetic or info.source == "memory":
+        return _memory_input(dataset_cfg, info, **batches)
+    return _tfds_input(dataset_cfg, info, pipeline, **batches)
+
+
+def _memory_input(dataset_cfg, info, *, global_batch, eval_batch, seed, shard) -> Input:
+    """The in-memory pipelines: synthetic data, the embedded set, IDX files."""
+    size = image_size(dataset_cfg)
+    holdout = dataset_cfg.holdout_examples
+    if dataset_cfg.synthetic:
+        train = synthetic_split(info, size, dataset_cfg.num_train_examples or (
+            SYNTHETIC_TRAIN_BATCHES * global_batch + holdout), seed=0)
+        evals = synthetic_split(info, size, dataset_cfg.num_eval_examples or eval_batch,
+                                seed=1)
+    else:
+        train = _subset(load_memory_split(dataset_cfg, dataset_cfg.train_split or
+                                          info.train_split, size),
+                        dataset_cfg.num_train_examples)
+        evals = _subset(load_memory_split(dataset_cfg, dataset_cfg.eval_split or
+                                          info.eval_split, size),
+                        dataset_cfg.num_eval_examples)
+    held = None
+    if holdout:
+        train, held = _split_holdout(train, holdout)
+    return Input(
+        info, size, len(train[1]), len(evals[1]),
+        train_batches=lambda start: memory.train_batches(
+            *train, global_batch=global_batch, seed=seed, start_step=start,
+            augment="none" if dataset_cfg.synthetic else dataset_cfg.augment,
+            crop_padding=dataset_cfg.crop_padding, **shard),
+        eval_batches=lambda: memory.eval_batches(*evals, global_batch=eval_batch, **shard),
+        holdout_batches=(lambda: memory.eval_batches(
+            *held, global_batch=eval_batch, **shard)) if held else None)
+
+
+def _tfds_input(dataset_cfg, info, pipeline, *, global_batch, eval_batch, seed,
+                shard) -> Input:
+    """The tfds pipelines: Grain or tf.data (``make_input``)."""
+    from common_jax.data import tfds_input
     size = image_size(dataset_cfg)
     train_split = dataset_cfg.train_split or info.train_split
     eval_split = dataset_cfg.eval_split or info.eval_split
-    shard = {"process_index": process_index, "process_count": process_count}
     holdout = dataset_cfg.holdout_examples
-    if dataset_cfg.synthetic or info.source == "memory":
-        if dataset_cfg.synthetic:
-            train = synthetic_split(info, size, dataset_cfg.num_train_examples or (
-                SYNTHETIC_TRAIN_BATCHES * global_batch + holdout), seed=0)
-            evals = synthetic_split(info, size, dataset_cfg.num_eval_examples or eval_batch,
-                                    seed=1)
-        else:
-            train = _subset(load_memory_split(dataset_cfg, train_split, size),
-                            dataset_cfg.num_train_examples)
-            evals = _subset(load_memory_split(dataset_cfg, eval_split, size),
-                            dataset_cfg.num_eval_examples)
-        held = None
-        if holdout:
-            train, held = _split_holdout(train, holdout)
-        return Input(
-            info, size, len(train[1]), len(evals[1]),
-            train_batches=lambda start: memory.train_batches(
-                *train, global_batch=global_batch, seed=seed, start_step=start,
-                augment="none" if dataset_cfg.synthetic else dataset_cfg.augment,
-                crop_padding=dataset_cfg.crop_padding, **shard),
-            eval_batches=lambda: memory.eval_batches(*evals, global_batch=eval_batch, **shard),
-            holdout_batches=(lambda: memory.eval_batches(
-                *held, global_batch=eval_batch, **shard)) if held else None)
-
-    from common_jax.data import tfds_input
     data_dir = dataset_cfg.data_dir or None
     holdout_split = None
     if holdout:

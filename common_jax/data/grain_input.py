@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from common_jax import data
+from common_jax.data.host import usable_cores
 from common_jax.data import image_ops
 
 _ENDLESS = 2 ** 62  # the training index range has no end
@@ -37,7 +37,7 @@ def read_options(threads: int = 0):
     """Grain's reading threads (default: one per core this process may run on, at most 16)
     and a prefetch buffer of 4 batches per thread."""
     import grain
-    threads = threads or min(16, data.usable_cores())
+    threads = threads or min(16, usable_cores())
     return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * threads)
 
 

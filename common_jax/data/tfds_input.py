@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from common_jax import data
+from common_jax.data.host import usable_cores
 from common_jax.data.memory import pad_batch
 
 MIN_PIECE = 1024  # examples per piece of the per-epoch file shuffle
@@ -133,7 +133,7 @@ def pipeline_options(tf):
     thread per core this process may run on, single-threaded ops inside it, deterministic order."""
     options = tf.data.Options()
     options.deterministic = True
-    options.threading.private_threadpool_size = data.usable_cores()
+    options.threading.private_threadpool_size = usable_cores()
     options.threading.max_intra_op_parallelism = 1
     options.experimental_optimization.map_parallelization = True
     return options
