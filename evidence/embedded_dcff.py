@@ -45,6 +45,14 @@ def baseline_sentence(document: dict) -> str:
             f"{row['wall_time_s'] / 60:.1f} minutes")
 
 
+def fused_vs_scratch(document: dict) -> str:
+    """DCFF (faithful, the default) against the same widths from scratch on the embedded
+    set: 'DCFF a% against scratch b%'."""
+    rows = {row["config"]: row for row in document["rows"]}
+    return (f"DCFF {100 * rows['configs/dcff/embedded.py']['eval_accuracy']:.2f}% against "
+            f"scratch {100 * rows['configs/dcff/embedded.py:scratch']['eval_accuracy']:.2f}%")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

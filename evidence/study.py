@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -340,6 +341,40 @@ def curve_table(rows: list[dict], seed: int, variants=("faithful", "stable", "sc
     return "\n".join(lines)
 
 
+def rerun_sentence(rerun: list[dict], study: list[dict], seed: int = 0,
+                   variants=("faithful", "stable", "scratch")) -> str:
+    """How a rerun of one seed compares with the study's run of that seed: the largest
+    difference of final test accuracy over ``variants``, and the rerun's accuracies."""
+    old = {r["variant"]: r["test_accuracy"] for r in study if r["seed"] == seed}
+    new = {r["variant"]: r["test_accuracy"] for r in rerun
+           if r["seed"] == seed and r["variant"] in variants}
+    gap = max(abs(new[v] - old[v]) for v in new)
+    return (f"its final accuracies differ from the table's seed {seed} by at most "
+            f"{100 * gap:.1f} points: " + ", ".join(f"{v} {100 * a:.2f}%"
+                                                     for v, a in new.items()))
+
+
+def first_epoch_sentence(rows: list[dict], seed: int = 0) -> str:
+    """Seed ``seed``'s first epoch, DCFF (faithful, stable) against scratch: the first
+    logged training loss (chance: ln 10), the test accuracy after epoch 1, and faithful's
+    after epoch 2 (``curve``)."""
+    runs = {r["variant"]: r["curve"] for r in rows if r["seed"] == seed}
+    first = {v: next(c for c in curve if "train_loss" in c) for v, curve in runs.items()}
+    evals = {v: [c["eval_accuracy"] for c in curve if "eval_accuracy" in c]
+             for v, curve in runs.items()}
+    fused = ("faithful", "stable")
+    losses = sorted(first[v]["train_loss"] for v in fused)
+    accs = sorted(100 * evals[v][0] for v in fused)
+    return (f"the training loss after {first['scratch']['step']} steps is "
+            f"{losses[0]:.2f}-{losses[1]:.2f} (chance: {math.log(10):.2f}) against "
+            f"{first['scratch']['train_loss']:.2f} for scratch, and the test accuracy after "
+            f"the epoch is {accs[0]:.1f}-{accs[1]:.1f}% against "
+            f"{100 * evals['scratch'][0]:.1f}%; from epoch 1 on (high temperature, nearly "
+            f"one-hot fusion) the fused models learn but never catch up, and faithful falls "
+            f"from {100 * evals['faithful'][0]:.1f}% to {100 * evals['faithful'][1]:.1f}% "
+            f"after epoch 2")
+
+
 def by_target(runs: list[dict]) -> dict:
     """target -> [(flops, test accuracy) per seed]."""
     out: dict = {}
@@ -409,6 +444,15 @@ def pss_seed_sentence(rows: list[dict]) -> str:
     return (f"Per seed, mean over the {len(common)} targets every run kept (prioritized / "
             f"uniform): {per_seed}; max net {max_nets}; prioritized - uniform {diff:+.2f} "
             f"points on average")
+
+
+def pss_spread_sentence(rows: list[dict]) -> str:
+    """The seed-to-seed spread of each sampling's mean over the targets every run kept
+    (sample std in points, as ``pss_table``'s last row)."""
+    common = common_targets(r["subnets"] for r in rows)
+    stds = [100 * statistics.stdev(kept_mean(r["subnets"], common) for r in rows
+                                   if r["sampling"] == sampling) for sampling in SAMPLINGS]
+    return f"std {stds[0]:.1f} vs {stds[1]:.1f} points"
 
 
 def plots(results: dict, out: str) -> None:

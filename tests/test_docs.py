@@ -108,6 +108,14 @@ def test_results_tables_are_the_committed_evidence_studies():
                   study.curve_table(progress["dcff"], 0)):
         assert table in results, table[:80]
     assert study.pss_seed_sentence(first["pss"]) in " ".join(results.split())
+    assert study.pss_spread_sentence(first["pss"]) in " ".join(results.split())
+    from evidence import embedded_dcff
+    with open(os.path.join(ROOT, "docs", "results", "embedded_dcff.json")) as f:
+        embedded = json.load(f)
+    for sentence in (study.rerun_sentence(rerun["dcff"], first["dcff"]),  # section 1a
+                     study.first_epoch_sentence(rerun["dcff"]),
+                     embedded_dcff.fused_vs_scratch(embedded)):
+        assert sentence in " ".join(results.split()), sentence[:60]
     for sentence in (study.dcff_claim_sentence(progress["dcff"]),
                      study.wins_sentence(progress["dcff"]),
                      study.dcff_means_sentence(progress["dcff"])):  # section 1b's reading
