@@ -1,10 +1,11 @@
 """PSS-Net structure space (../shared/papers/pssnet.md §2-3): subnets, widths and FLOPs.
 
-A subnet is a resolution plus one width multiplier per stage: MobileNetV1 has 14 stages (stem
-and the 13 pointwise convs), MobileNetV2 9 (stem, the 7 stage outputs shared by all blocks of a
-stage, and the tail, whose multiplier is sampled but inert: the tail always has its full width).
-Stage widths are ``make_divisible(base * m)`` (divisor 8, the 10% rule); an MBV2 block's
-expansion width is ``make_divisible(6 * actual input width)``. Multipliers are drawn from
+A subnet is a resolution plus one width multiplier per width group of its family
+(``common_jax.models.family``): MobileNetV1 has 14 (stem and the 13 pointwise convs),
+MobileNetV2 9 (stem, the 7 stage outputs shared by all blocks of a stage, and the tail, whose
+multiplier is sampled but inert: the tail always has its full width). Group widths are
+``make_divisible(base * m)`` (divisor 8, the 10% rule); derived widths (an MBV2 block's
+expansion, ``make_divisible(6 * actual input width)``) come from the family. Multipliers are drawn from
 U(0.75, 1.0) rounded to 3 decimals and resolutions from ``make_divisible(U(lo, hi), step, lo)``.
 
 A subnet's identity (``Subnet``) is its resolution plus its stage channel counts, a plain
@@ -20,10 +21,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from common_jax import profile
-from common_jax.models import mobilenet, ops
+from common_jax import models, profile
+from common_jax.models import family as family_lib, ops
 
-MODELS = ("mobilenet_v1", "mobilenet_v2")
+MODELS = tuple(family_lib.pss_families(models.FAMILIES))  # models with width groups
 
 
 class Subnet(NamedTuple):
@@ -42,7 +43,8 @@ class Subnet(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Space:
-    """The structure space of one supernet (its max net is ``full_arch``)."""
+    """The structure space of one supernet (its max net is ``full_arch``, whose family
+    gives the width groups: ``common_jax.models.family``)."""
 
     model: str
     full_arch: dict
@@ -51,25 +53,27 @@ class Space:
     mult_high: float = 1.0
 
     @property
+    def family(self):
+        return models.FAMILIES[self.full_arch["family"]]
+
+    @property
+    def groups(self) -> tuple:
+        return self.family.width_groups(self.full_arch)
+
+    @property
     def num_stages(self) -> int:
-        return 14 if self.model == "mobilenet_v1" else 9
+        """Width multipliers per subnet (one per width group)."""
+        return len(self.groups)
 
     @property
     def base_widths(self) -> tuple:
-        """Full width of every stage (the multipliers' base)."""
-        arch = self.full_arch
-        if self.model == "mobilenet_v1":
-            return (arch["stem"],) + tuple(b["out"] for b in arch["blocks"])
-        outs = [arch["blocks"][end - 1]["out"] for end in _stage_ends()]
-        return (arch["stem"], *outs, arch["tail"])
+        """Full width of every group (the multipliers' base)."""
+        return tuple(g.base for g in self.groups)
 
     @property
-    def block_stage(self) -> tuple:
-        """The stage (1-based, 0 = stem) whose multiplier sets each block's output width."""
-        if self.model == "mobilenet_v1":
-            return tuple(range(1, 14))
-        return tuple(s + 1 for s, (_, _, n, _) in enumerate(mobilenet.V2_STAGES)
-                     for _ in range(n))
+    def identity(self) -> tuple:
+        """The groups whose widths identify a subnet (all but the inert ones)."""
+        return tuple(i for i, g in enumerate(self.groups) if not g.inert)
 
     def max_subnet(self) -> Subnet:
         return self.subnet(self.resolutions[-1], [self.mult_high] * self.num_stages)
@@ -90,8 +94,7 @@ class Space:
                 raise ValueError(f"width multiplier {m} is outside [{self.mult_low}, "
                                  f"{self.mult_high}]")
         widths = [ops.make_divisible(b * m) for b, m in zip(self.base_widths, multipliers)]
-        return Subnet(int(resolution), tuple(widths[:8] if self.model == "mobilenet_v2"
-                                             else widths))
+        return Subnet(int(resolution), tuple(widths[i] for i in self.identity))
 
     def check(self, subnet: Subnet) -> None:
         """ValueError unless ``subnet`` lies in the space (resolution and every width)."""
@@ -108,22 +111,16 @@ class Space:
                                  f"allowed: {sorted(allowed)}")
 
     def arch(self, subnet: Subnet) -> dict:
-        """The plain-width description of a subnet (the baseline MobileNet format)."""
-        return self.arch_of(subnet.channels, ops.make_divisible)
+        """The plain-width description of a subnet (the family's baseline format)."""
+        widths = list(self.base_widths)
+        for index, width in zip(self.identity, subnet.channels):
+            widths[index] = width
+        return self.arch_of(widths, ops.make_divisible)
 
-    def arch_of(self, stage_widths, make_divisible) -> dict:
-        """The description with per-stage widths (integers, or arrays of many subnets); a
-        V2 block's expansion is ``make_divisible(6 * its input width)``."""
-        arch = dict(self.full_arch, stem=stage_widths[0])
-        blocks, cin = [], stage_widths[0]
-        for block, stage in zip(self.full_arch["blocks"], self.block_stage):
-            new = dict(block, out=stage_widths[stage])
-            if mobilenet.has_expand(self.full_arch, block):
-                new["expand"] = make_divisible(cin * 6)
-            blocks.append(new)
-            cin = stage_widths[stage]
-        arch["blocks"] = blocks
-        return arch
+    def arch_of(self, group_widths, make_divisible) -> dict:
+        """The description with one width per group (integers, or arrays of many
+        subnets), derived widths by ``make_divisible`` (``with_group_widths``)."""
+        return self.family.with_group_widths(self.full_arch, group_widths, make_divisible)
 
     def random(self, rng: np.random.Generator) -> tuple[int, list]:
         """One uniform draw (resolution, 3-decimal multipliers), as the official sampler."""
@@ -133,14 +130,6 @@ class Space:
         mults = [float("%.3f" % rng.uniform(self.mult_low, self.mult_high))
                  for _ in range(self.num_stages)]
         return resolution, mults
-
-
-def _stage_ends() -> list[int]:
-    ends, total = [], 0
-    for _, _, n, _ in mobilenet.V2_STAGES:
-        total += n
-        ends.append(total)
-    return ends
 
 
 def resolution_range(lo: int, hi: int, step: int) -> tuple:
@@ -155,7 +144,7 @@ def stage_choices(space: Space) -> list[set]:
     mults = np.round(np.arange(round(space.mult_low * 1000), round(space.mult_high * 1000) + 1)
                      / 1000, 3)
     widths = [{ops.make_divisible(b * m) for m in mults} for b in space.base_widths]
-    return widths[:8] if space.model == "mobilenet_v2" else widths
+    return [widths[i] for i in space.identity]
 
 
 def _make_divisible_np(values: np.ndarray, divisor: int = 8) -> np.ndarray:
@@ -165,20 +154,22 @@ def _make_divisible_np(values: np.ndarray, divisor: int = 8) -> np.ndarray:
 
 
 def stage_widths(space: Space, multipliers: np.ndarray) -> np.ndarray:
-    """(N, stages) multipliers -> the ``Subnet.channels`` of each row (MBV2: tail left out)."""
+    """(N, stages) multipliers -> the ``Subnet.channels`` of each row (inert groups left
+    out)."""
     mults = np.asarray(multipliers, np.float64).reshape(-1, space.num_stages)
     widths = _make_divisible_np(np.asarray(space.base_widths, np.float64) * mults)
-    return widths[:, :8] if space.model == "mobilenet_v2" else widths
+    return widths[:, list(space.identity)]
 
 
 def flops(space: Space, resolutions: Sequence[int], multipliers: np.ndarray) -> np.ndarray:
     """FLOPs (MACs, integer) of many subnets at once: (N,) resolutions, (N, stages) mults;
-    the layer list of ``mobilenet.layers`` evaluated on arrays of widths and sizes."""
+    the family's layer list evaluated on arrays of widths and sizes."""
     resolutions = np.asarray(resolutions, np.int64)
     mults = np.asarray(multipliers, np.float64).reshape(len(resolutions), space.num_stages)
     widths = _make_divisible_np(np.asarray(space.base_widths, np.float64) * mults)
     arch = space.arch_of(list(widths.T), lambda w: _make_divisible_np(w.astype(np.float64)))
-    return sum(profile.layer_flops(layer) for layer in mobilenet.layers(arch, resolutions))
+    return sum(profile.layer_flops(layer)
+               for layer in space.family.layers(arch, resolutions))
 
 
 def subnet_flops(model: str, resolution: int, multipliers: Sequence[float], *,
@@ -197,8 +188,8 @@ def make_space(model: str, *, num_classes: int, in_channels: int, resolutions: S
                mult_high: float = 1.0) -> Space:
     if model not in MODELS:
         raise ValueError(f"model.name={model!r}: PSS-Net supernets are {list(MODELS)}")
-    build = mobilenet.v1_arch if model == "mobilenet_v1" else mobilenet.v2_arch
-    full = build(num_classes, in_channels, width_mult, small_input)
+    full = models.arch_for(model, num_classes=num_classes, in_channels=in_channels,
+                           width_mult=width_mult, small_input=small_input)
     return Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)
 
 

@@ -1,8 +1,9 @@
-"""Masked MobileNetV1/V2 supernets (../shared/papers/pssnet.md §2.4, §12).
+"""Masked supernets of any family with width groups, MobileNetV1/V2 first
+(../shared/papers/pssnet.md §2.4, §12).
 
-Every layer is built at the max net's width. A subnet is given as integer arrays of active
-channel counts (``widths``: ``stem`` scalar, per-block ``out`` and, for V2, ``expand``), turned
-into 0/1 channel masks inside the jitted step, so one compiled function serves every width
+Every layer is built at the max net's width. A subnet is given as one integer array of
+active channel counts, one per BatchNorm layer (``widths_of``), turned into 0/1 channel
+masks inside the jitted step, so one compiled function serves every width
 of a resolution. The mask zeroes every BatchNorm's output on the inactive channels (folded
 into BN's scale and bias; BN alone maps a zero channel to beta), which makes each conv see
 exactly the active prefix of its input channels: the result equals
@@ -10,10 +11,10 @@ the sliced subnet (the official code slices ``W[:out, :in]``). Resolution is sta
 input (a crop at the max resolution) is resized inside the model with align-corners bilinear
 interpolation, one compiled variant per resolution.
 
-The supernet is the baseline network itself (``common_jax.models.mobilenet.forward``, the one
-place MobileNet's structure is written) with a masking norm injected; parameter names are the
-baseline's, so slicing the first channels of every tensor gives the plain subnet
-(``slice_variables``, driven by the same layer list).
+The supernet is the baseline network itself (its family's ``forward``, e.g.
+``common_jax.models.mobilenet.forward``, the one place MobileNet's structure is written) with a
+masking norm injected; parameter names are the baseline's, so slicing the first channels of
+every tensor gives the plain subnet (``slice_variables``, driven by the same layer list).
 
 BatchNorm is shared by all subnets (statistics are recalibrated per subnet for evaluation);
 ``bn_group_size`` > 0 computes training statistics per group of that many images (ghost BN,
@@ -34,7 +35,8 @@ import numpy as np
 from flax import traverse_util
 
 from common_jax.losses import at_least_float32
-from common_jax.models import mobilenet, ops
+from common_jax import models
+from common_jax.models import ops
 
 
 def channel_mask(channels: int, active, dtype) -> jax.Array:
@@ -147,17 +149,16 @@ def check_ghost_bn(group: int, batch: int, devices: int) -> None:
                          f"{ghost_bn_groups(batch, devices)}")
 
 
-def active_arch(full_arch: dict, widths: dict) -> dict:
-    """The max-net description with a subnet's active widths (``widths_of``; traced inside a
-    compiled step) in place of the full ones; the structure stays the max net's."""
-    blocks = [dict(block, out=widths["out"][i],
-                   expand=widths["expand"][i] if mobilenet.has_expand(full_arch, block) else 0)
-              for i, block in enumerate(full_arch["blocks"])]
-    return dict(full_arch, stem=widths["stem"], blocks=blocks)
+def bn_names(arch: dict) -> list[str]:
+    """The BatchNorm layers of a description, in ``layers`` order (a subnet's widths vector
+    has one entry per name)."""
+    return [layer.name for layer in models.arch_layers(arch, ANY_SIZE) if layer.kind == "bn"]
 
 
-class MaskedMobileNet(nn.Module):
-    """The supernet of a max-net description (``common_jax.models.mobilenet`` format)."""
+class MaskedSupernet(nn.Module):
+    """The supernet of a max-net description of any family with width groups: the family's
+    ``forward`` at full width with a masking norm that applies each BN layer's active
+    width (``widths``, from ``widths_of`` a subnet's description)."""
 
     full_arch: dict
     depthwise_impl: str = "auto"
@@ -170,13 +171,10 @@ class MaskedMobileNet(nn.Module):
         return self.full_arch["num_classes"]
 
     @nn.compact
-    def __call__(self, x, widths: dict, resolution: int, train: bool = True,
-                 bn_momentum=None):
+    def __call__(self, x, widths, resolution: int, train: bool = True, bn_momentum=None):
         x = ops.resize_align_corners(at_least_float32(x), resolution).astype(self.dtype)
         conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
-        active = {layer.name: layer.out_ch
-                  for layer in mobilenet.layers(active_arch(self.full_arch, widths), resolution)
-                  if layer.kind == "bn"}
+        active = active_bn_widths(self.full_arch, widths, resolution)
 
         def norm(name):
             bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype,
@@ -184,23 +182,36 @@ class MaskedMobileNet(nn.Module):
             return lambda y: bn(y, channel_mask(y.shape[-1], active[name], self.dtype), train,
                                 bn_momentum)
 
-        return mobilenet.forward(
+        return models.FAMILIES[self.full_arch["family"]].forward(
             x, self.full_arch, conv=conv, norm=norm, dtype=self.dtype,
             depthwise=functools.partial(ops.DepthwiseConv, impl=self.depthwise_impl,
                                         dtype=self.dtype))
 
 
 def build_supernet(full_arch: dict, dtype=jnp.float32, depthwise_impl: str = "auto",
-                   bn_group_size: int = 0) -> MaskedMobileNet:
-    return MaskedMobileNet(full_arch, depthwise_impl, bn_group_size, dtype)
+                   bn_group_size: int = 0) -> MaskedSupernet:
+    return MaskedSupernet(full_arch, depthwise_impl, bn_group_size, dtype)
 
 
-def widths_of(arch: dict) -> dict:
-    """The active-channel arrays of a subnet's plain description (for the masked step)."""
-    blocks = arch["blocks"]
-    return {"stem": np.int32(arch["stem"]),
-            "out": np.asarray([b["out"] for b in blocks], np.int32),
-            "expand": np.asarray([b.get("expand", 0) for b in blocks], np.int32)}
+def widths_of(arch: dict):
+    """The active widths of a subnet's plain description as the masked step takes them: the
+    family's ``active_widths`` encoding where it has one (MobileNet: ``stem``, ``out`` and
+    ``expand`` arrays), else one int32 per BatchNorm layer in ``bn_names`` order."""
+    family = models.FAMILIES[arch["family"]]
+    if hasattr(family, "active_widths"):
+        return family.active_widths(arch)
+    return np.asarray([layer.out_ch for layer in models.arch_layers(arch, ANY_SIZE)
+                       if layer.kind == "bn"], np.int32)
+
+
+def active_bn_widths(full_arch: dict, widths, resolution: int) -> dict:
+    """{BN layer name: active width} of ``widths_of``'s encoding (traced in the step)."""
+    family = models.FAMILIES[full_arch["family"]]
+    if hasattr(family, "with_active_widths"):
+        arch = family.with_active_widths(full_arch, widths)
+        return {layer.name: layer.out_ch for layer in family.layers(arch, resolution)
+                if layer.kind == "bn"}
+    return {name: widths[i] for i, name in enumerate(bn_names(full_arch))}
 
 
 ANY_SIZE = 224  # slicing needs channel counts only; any input size the network accepts
@@ -208,9 +219,9 @@ ANY_SIZE = 224  # slicing needs channel counts only; any input size the network 
 
 def slice_variables(variables: dict, subnet_arch: dict) -> dict:
     """The plain subnet's variables: the first channels of every supernet tensor, layer by
-    layer of the subnet's description (``mobilenet.layers``)."""
+    layer of the subnet's description (its family's ``layers``)."""
     wanted, keep = {}, slice(None)
-    for layer in mobilenet.layers(subnet_arch, ANY_SIZE):
+    for layer in models.arch_layers(subnet_arch, ANY_SIZE):
         name, cin, cout = layer.name, slice(0, layer.in_ch), slice(0, layer.out_ch)
         if layer.kind == "conv":  # depthwise kernels are (k, k, 1, C)
             wanted[(name, "kernel")] = (keep, keep, keep if layer.groups > 1 else cin, cout)

@@ -27,7 +27,7 @@ class SupernetRun:
     config: ml_collections.ConfigDict
     run: run_lib.Run
     space: Space
-    model: supernet.MaskedMobileNet
+    model: supernet.MaskedSupernet
     fns: StepFunctions
     evaluator: SubnetEvaluator
     latency_table: dict | None

@@ -29,8 +29,13 @@ def small_space(model):
                                 small_input=True, width_mult=0.5)
 
 
+@pytest.mark.parametrize("encoding", ["family", "one_per_bn"])
 @pytest.mark.parametrize("model", space_lib.MODELS)
-def test_masked_supernet_equals_the_exported_sliced_subnet(model, tmp_path):
+def test_masked_supernet_equals_the_exported_sliced_subnet(model, encoding, tmp_path,
+                                                           monkeypatch):
+    if encoding == "one_per_bn":  # the widths encoding of families without active_widths
+        monkeypatch.delattr(models.mobilenet, "active_widths")
+        monkeypatch.delattr(models.mobilenet, "with_active_widths")
     space = small_space(model)
     net = supernet.build_supernet(space.full_arch)
     images = jax.random.randint(jax.random.key(0), (4, 32, 32, 3), 0, 256).astype(jnp.uint8)
@@ -45,8 +50,9 @@ def test_masked_supernet_equals_the_exported_sliced_subnet(model, tmp_path):
     for i in range(2):
         subnet = space.subnet(*space.random(rng))
         arch = space.arch(subnet)
-        masked = net.apply(variables, x, supernet.widths_of(arch), subnet.resolution,
-                           train=False)
+        widths = supernet.widths_of(arch)
+        assert isinstance(widths, dict) == (encoding == "family")
+        masked = net.apply(variables, x, widths, subnet.resolution, train=False)
         path = export.export_model(str(tmp_path / f"sub{i}"), arch,
                                    supernet.slice_variables(variables, arch),
                                    image_size=subnet.resolution, info=info)

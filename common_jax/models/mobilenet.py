@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common_jax.models import ops
+from common_jax.models.family import WidthGroup
 from common_jax.profile import Layer, bn_layer, conv_layer, conv_out_hw
 
 V1_POINTWISE = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
@@ -75,6 +76,61 @@ def v2_arch(num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1
 
 
 VERSIONS = {"mobilenet_v1": 1, "mobilenet_v2": 2}
+V2_EXPANSION = 6  # a subnet's V2 expansion width: make_divisible(6 * its input width)
+
+
+def block_groups(arch: dict) -> tuple:
+    """The width group (0 = stem) that sets each block's output width: V1 one per block,
+    V2 one per stage of ``V2_STAGES`` (a residual add ties a stage's blocks together)."""
+    if arch["family"] == "mobilenet_v1":
+        return tuple(range(1, len(arch["blocks"]) + 1))
+    return tuple(s + 1 for s, (_, _, n, _) in enumerate(V2_STAGES) for _ in range(n))
+
+
+def width_groups(arch: dict) -> tuple:
+    """PSS-Net's width groups (``common_jax.models.family``): V1 the stem and the 13
+    pointwise convs (14); V2 the stem, the 7 stage outputs and the tail (9), the tail
+    inert as in the official code (its multiplier is drawn, its width stays full)."""
+    groups = block_groups(arch)
+    bases = {g: block["out"] for g, block in zip(groups, arch["blocks"])}
+    out = [WidthGroup("stem", arch["stem"])]
+    out += [WidthGroup(f"block{g - 1}" if arch["family"] == "mobilenet_v1" else f"stage{g}",
+                       bases[g]) for g in sorted(bases)]
+    if arch.get("tail"):
+        out.append(WidthGroup("tail", arch["tail"], inert=True))
+    return tuple(out)
+
+
+def active_widths(arch: dict) -> dict:
+    """A subnet's widths as the masked step takes them: ``stem``, per-block ``out`` and
+    ``expand`` arrays (``with_active_widths`` reads them back inside the step)."""
+    blocks = arch["blocks"]
+    return {"stem": np.int32(arch["stem"]),
+            "out": np.asarray([b["out"] for b in blocks], np.int32),
+            "expand": np.asarray([b.get("expand", 0) for b in blocks], np.int32)}
+
+
+def with_active_widths(full_arch: dict, widths: dict) -> dict:
+    """The max-net description with ``active_widths`` (traced inside a compiled step) in
+    place of the full ones; the structure stays the max net's."""
+    blocks = [dict(block, out=widths["out"][i],
+                   expand=widths["expand"][i] if has_expand(full_arch, block) else 0)
+              for i, block in enumerate(full_arch["blocks"])]
+    return dict(full_arch, stem=widths["stem"], blocks=blocks)
+
+
+def with_group_widths(arch: dict, widths, make_divisible) -> dict:
+    """``arch`` with every group's width from ``widths`` (one per ``width_groups`` entry;
+    integers or arrays of many subnets) and each V2 expansion ``make_divisible(6 * input)``;
+    the inert tail keeps its width."""
+    blocks, cin = [], widths[0]
+    for block, group in zip(arch["blocks"], block_groups(arch)):
+        new = dict(block, out=widths[group])
+        if has_expand(arch, block):
+            new["expand"] = make_divisible(cin * V2_EXPANSION)
+        blocks.append(new)
+        cin = widths[group]
+    return dict(arch, stem=widths[0], blocks=blocks)
 
 
 @dataclasses.dataclass(frozen=True)
