@@ -28,6 +28,17 @@ def _one_of(key: str, value, allowed) -> None:
     _require(value in allowed, f"config.{key}={value!r}: expected one of {list(allowed)}")
 
 
+def _check_model_name(name: str) -> None:
+    """A built-in model, or a user family's import path that imports and resolves."""
+    if not models.is_import_path(name):
+        _one_of("model.name", name, models.MODEL_NAMES)
+        return
+    try:
+        models.family_of(name)
+    except ValueError as error:
+        raise ValueError(f"config.model.name: {error}") from None
+
+
 def validate(config, init_from_export: bool = True) -> None:
     """Raises ValueError for the first invalid value of the common keys of ``config``;
     ``init_from_export=False``: the method checks what ``config.init_from`` names itself."""
@@ -67,7 +78,7 @@ def validate(config, init_from_export: bool = True) -> None:
     _require(0 <= ds.color_jitter < 1,
              f"config.dataset.color_jitter={ds.color_jitter!r} must be in [0, 1)")
 
-    _one_of("model.name", config.model.name, models.MODEL_NAMES)
+    _check_model_name(config.model.name)
     _require(config.model.width_mult > 0,
              f"config.model.width_mult={config.model.width_mult!r} must be positive")
     _one_of("model.depthwise_impl", config.model.depthwise_impl, ("auto", "conv", "shifts"))

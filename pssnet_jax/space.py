@@ -24,7 +24,16 @@ import numpy as np
 from common_jax import models, profile
 from common_jax.models import family as family_lib, ops
 
-MODELS = tuple(family_lib.pss_families(models.FAMILIES))  # models with width groups
+MODELS = tuple(name for name in models.MODEL_NAMES  # built-in models with width groups
+               if family_lib.has_width_groups(models.model_family(name)))
+
+
+def is_pss_model(name: str) -> bool:
+    """Whether PSS-Net can train model ``name``: a built-in one with width groups, or a user
+    family's import path whose family has them (ValueError when it does not resolve)."""
+    if models.is_import_path(name):
+        return family_lib.has_width_groups(models.family_of(name))
+    return name in MODELS
 
 
 class Subnet(NamedTuple):
@@ -54,7 +63,7 @@ class Space:
 
     @property
     def family(self):
-        return models.FAMILIES[self.full_arch["family"]]
+        return models.family_of(self.full_arch["family"])
 
     @property
     def groups(self) -> tuple:
@@ -186,8 +195,9 @@ def subnet_flops(model: str, resolution: int, multipliers: Sequence[float], *,
 def make_space(model: str, *, num_classes: int, in_channels: int, resolutions: Sequence[int],
                small_input: bool = False, width_mult: float = 1.0, mult_low: float = 0.75,
                mult_high: float = 1.0) -> Space:
-    if model not in MODELS:
-        raise ValueError(f"model.name={model!r}: PSS-Net supernets are {list(MODELS)}")
+    if not is_pss_model(model):
+        raise ValueError(f"model.name={model!r}: PSS-Net supernets are {list(MODELS)} or a "
+                         f"user family with width groups (common_jax/models/family.py)")
     full = models.arch_for(model, num_classes=num_classes, in_channels=in_channels,
                            width_mult=width_mult, small_input=small_input)
     return Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)

@@ -25,9 +25,10 @@ def validate(config, need_latency_table: bool = True) -> None:
                        ("p_range", "(start, end)"), ("t_range", "(start, end)")):
         if len(cfg[key]) != len(names.split(",")):
             raise ValueError(f"config.pssnet.{key}={tuple(cfg[key])}: expected {names}")
-    if config.model.name not in space_lib.MODELS:
+    if not space_lib.is_pss_model(config.model.name):
         raise ValueError(f"config.model.name={config.model.name!r}: PSS-Net supernets are "
-                         f"{list(space_lib.MODELS)}")
+                         f"{list(space_lib.MODELS)} or a user family with width groups "
+                         f"(common_jax/models/family.py)")
     lo, hi, step = cfg.resolutions
     space_lib.resolution_range(lo, hi, step)
     size = data.image_size(config.dataset)

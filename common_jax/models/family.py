@@ -46,7 +46,6 @@ class WidthGroup(NamedTuple):
     inert: bool = False
 
 
-def pss_families(families: dict) -> list[str]:
-    """The names in ``families`` whose family has PSS-Net width groups."""
-    return sorted(name for name, family in families.items()
-                  if hasattr(family, "width_groups") and hasattr(family, "with_group_widths"))
+def has_width_groups(family) -> bool:
+    """Whether a family provides PSS-Net's width groups."""
+    return hasattr(family, "width_groups") and hasattr(family, "with_group_widths")

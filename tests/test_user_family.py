@@ -1,0 +1,107 @@
+"""A network family from outside the package (issue #29 parts 1 and 3): named by its import
+path, it trains with PSS-Net on the embedded data, its kept subnets export to ONNX and run in
+onnxruntime with the flax model's logits; bad families and names are one-line errors; the
+guide's example is this family's file."""
+
+import os
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from common_jax import artifacts, export, models, traced_flops
+from common_jax.data import DATASETS
+from common_jax.models import ops
+from conftest import ROOT, require
+from pssnet_dcff import api
+from pssnet_jax import space as space_lib, supernet, switch
+from test_pssnet import pss_tiny
+
+import residual_cnn_family
+
+NAME = "residual_cnn_family:FAMILY"
+
+
+def user_config(**overrides):
+    return pss_tiny(**{"model.name": NAME, "pssnet.targets": (4.0, 8.5, 0.5), **overrides})
+
+
+def test_the_family_resolves_by_import_path_and_its_layers_match_its_forward():
+    space = space_lib.space_from_config(user_config(), DATASETS["embedded"])
+    assert space.full_arch["family"] == NAME and space.num_stages == 5
+    for subnet in (space.max_subnet(), space.min_subnet()):  # layers() equals the traced net
+        arch = space.arch(subnet)
+        traced_flops.check_layers(arch, subnet.resolution)
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype(np.float32)
+    net = supernet.build_supernet(space.full_arch)  # masked supernet = sliced plain subnet
+    variables = net.init(jax.random.key(0), x, supernet.widths_of(space.full_arch), 28,
+                         train=False)
+    rng = np.random.default_rng(1)
+    variables["batch_stats"] = jax.tree.map(
+        lambda a: rng.uniform(0.5, 1.5, a.shape).astype(np.float32), variables["batch_stats"])
+    subnet = space.subnet(24, [0.8, 0.75, 0.9, 0.77, 0.85])
+    arch = space.arch(subnet)
+    masked = net.apply(variables, x, supernet.widths_of(arch), 24, train=False)
+    plain = models.build_model(arch)
+    sliced = plain.apply(supernet.slice_variables(variables, arch),
+                         ops.resize_align_corners(x, 24), train=False)
+    np.testing.assert_allclose(sliced, masked, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_user_family_trains_with_pss_net_and_its_kept_subnet_runs_in_onnxruntime(tmp_path):
+    onnxruntime = require("onnxruntime")
+    config = user_config()
+    workdir = str(tmp_path / "run")
+    summary = api.train(config, workdir).summary
+    document = switch.load_subnets(workdir)
+    assert len(document["subnets"]) >= 2 and summary["flops"] == document["max"]["flops"]
+    entry = document["subnets"][0]
+    path = api.export(config, workdir, str(tmp_path / "onnx"), flops=entry["flops"] / 1e6 + 1e-3,
+                      export_format="onnx")
+    model, variables, meta = export.load_exported(path)
+    assert meta["flops"] == entry["flops"] and meta["arch"]["family"] == NAME
+    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    reference = np.asarray(artifacts.inference_function(meta["arch"], variables, meta)(images))
+    with open(os.path.join(path, "model.onnx"), "rb") as f:
+        session = onnxruntime.InferenceSession(f.read(), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"images": images})[0]
+    np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("name,message", [
+    ("no_such_module_xyz:FAMILY", "cannot import 'no_such_module_xyz'"),
+    ("residual_cnn_family:NOTHING", "has no 'NOTHING'"),
+    ("residual_cnn_family:BROKEN", "lacks build, forward"),
+])
+def test_bad_families_are_one_line_errors_before_any_compile(name, message, tmp_path):
+    residual_cnn_family.BROKEN = types.SimpleNamespace(full_arch=residual_cnn_family.full_arch,
+                                                       layers=residual_cnn_family.layers)
+    with pytest.raises(ValueError, match=message) as error:
+        api.train(user_config(**{"model.name": name}), str(tmp_path / "run"))
+    assert "\n" not in str(error.value)
+
+
+def test_a_description_from_a_file_never_imports_its_family():
+    arch = dict(residual_cnn_family.full_arch(num_classes=10, in_channels=1),
+                family="residual_cnn_family:NOT_RESOLVED")
+    with pytest.raises(ValueError, match="has not imported: call common_jax.models.family_of"):
+        models.build_model(arch)
+    assert "residual_cnn_family:NOT_RESOLVED" not in models.FAMILIES
+
+
+def test_a_family_without_width_groups_is_refused_by_pss_net(tmp_path):
+    residual_cnn_family.PLAIN = types.SimpleNamespace(
+        **{f: getattr(residual_cnn_family, f) for f in models.FAMILY_FUNCTIONS})
+    with pytest.raises(ValueError, match="PSS-Net supernets are .* or a user family with width"):
+        api.train(user_config(**{"model.name": "residual_cnn_family:PLAIN"}),
+                  str(tmp_path / "run"))
+
+
+def test_the_guide_shows_this_family():
+    """docs/architecture.md's "adding a network" example is this test family's file."""
+    with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+        guide = f.read()
+    with open(residual_cnn_family.__file__) as f:
+        assert f"```python\n{f.read()}```" in guide
