@@ -14,18 +14,72 @@ Expansion rules (§4.1):
   b3_3x3b, b4_1x1) for a3, b3, a4, b4, c4, d4, e4, a5, b5.
 * ResNet-50: stem, 16 conv1 rates, 16 conv2 rates, 4 per-stage conv3 rates (the residual
   width, also the downsample conv's output).
+* A user family (``--config.model.name=package.module:NAME``, docs/architecture.md): one
+  rate per width group, in ``width_groups`` order; the group's convs are fused.
 """
 
 from __future__ import annotations
 
 from common_jax import models
-from common_jax.models import googlenet_cifar
+from common_jax.models import family as family_lib, googlenet_cifar, ops
 from dcff_jax.rates import kept, parse_rates
 
 DCFF_MODELS = ("vgg16", "googlenet", "resnet50") + tuple(models.CIFAR_RESNET_DEPTHS)
+PROBE_SIZE = 224  # layer lists are read at this input size (only channel counts matter)
+
+
+def is_dcff_model(name: str) -> bool:
+    """A built-in DCFF model, or a user family's import path whose family has width groups
+    (one rate per group: ``user_compact_arch``)."""
+    if models.is_import_path(name):
+        return family_lib.has_width_groups(models.family_of(name))
+    return name in DCFF_MODELS
+
+
+def group_convs(full: dict) -> list[list[str]]:
+    """The convs each (not inert) width group of ``full``'s family sets: those whose output
+    width changes when only that group's width does."""
+    family = models.family_of(full["family"])
+    groups = family.width_groups(full)
+
+    def conv_widths(widths):
+        arch = family.with_group_widths(full, widths, ops.make_divisible)
+        return {layer.name: layer.out_ch for layer in models.arch_layers(arch, PROBE_SIZE)
+                if layer.kind == "conv"}
+    base = [g.base for g in groups]
+    reference, out = conv_widths(base), []
+    for index, group in enumerate(groups):
+        if group.inert:
+            continue
+        changed = conv_widths([w + 1 if i == index else w for i, w in enumerate(base)])
+        convs = [name for name, width in reference.items() if changed[name] != width]
+        if not convs:
+            raise ValueError(f"width group {group.name!r} of {full['family']!r} sets no conv "
+                             f"layer's width")
+        out.append(convs)
+    return out
+
+
+def user_compact_arch(model: str, rate_string: str, *, num_classes: int,
+                      in_channels: int) -> tuple[dict, dict[str, int]]:
+    """``compact_arch`` of a user family: one rate per (not inert) width group, every conv
+    the group sets fused at the group's kept width."""
+    full = models.arch_for(model, num_classes=num_classes, in_channels=in_channels)
+    family = models.family_of(model)
+    groups = family.width_groups(full)
+    convs = group_convs(full)
+    active = [g for g in groups if not g.inert]
+    rates = iter(parse_rates(rate_string, len(active)))
+    widths = [g.base if g.inert else kept(g.base, next(rates)) for g in groups]
+    full_out = {layer.name: layer.out_ch for layer in models.arch_layers(full, PROBE_SIZE)}
+    fused = {name: full_out[name] for names in convs for name in names}
+    return family.with_group_widths(full, widths, ops.make_divisible), fused
 
 
 def expected_length(model: str) -> int:
+    if models.is_import_path(model):
+        full = models.arch_for(model, num_classes=10, in_channels=3)
+        return sum(not g.inert for g in models.family_of(model).width_groups(full))
     if model == "vgg16":
         return 13
     if model in models.CIFAR_RESNET_DEPTHS:
@@ -41,6 +95,9 @@ def expected_length(model: str) -> int:
 def compact_arch(model: str, rate_string: str, *, num_classes: int,
                  in_channels: int) -> tuple[dict, dict[str, int]]:
     """(compact description, {fused conv path: original filter count})."""
+    if models.is_import_path(model):
+        return user_compact_arch(model, rate_string, num_classes=num_classes,
+                                 in_channels=in_channels)
     rates = parse_rates(rate_string, expected_length(model))
     full = models.arch_for(model, num_classes=num_classes, in_channels=in_channels)
     fused: dict[str, int] = {}

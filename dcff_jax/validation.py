@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from common_jax import data
 from dcff_jax import architectures, fusion
 from dcff_jax.rates import RateStringError
 
@@ -17,9 +18,10 @@ def validate(config: ml_collections.ConfigDict, need_latency_table: bool = True)
     if config.dcff.mode not in fusion.MODES:
         raise ValueError(f"config.dcff.mode={config.dcff.mode!r}: expected one of "
                          f"{list(fusion.MODES)}")
-    if config.model.name not in architectures.DCFF_MODELS:
+    if not architectures.is_dcff_model(config.model.name):
         raise ValueError(f"config.model.name={config.model.name!r} has no DCFF architecture; "
-                         f"expected one of {list(architectures.DCFF_MODELS)}")
+                         f"expected one of {list(architectures.DCFF_MODELS)} or a user family "
+                         f"with width groups")
     if config.model.width_mult != 1.0:
         raise ValueError(f"config.model.width_mult={config.model.width_mult}: DCFF widths come "
                          f"from config.dcff.rates; use 1.0")
@@ -31,9 +33,10 @@ def validate(config: ml_collections.ConfigDict, need_latency_table: bool = True)
         raise ValueError(f"config.init_from={config.init_from!r}: only plain models (baseline, "
                          f"DCFF scratch) start from an exported model, not DCFF mode "
                          f"{config.dcff.mode!r}")
+    info = data.dataset_info(config.dataset.name)
     try:
-        architectures.compact_arch(config.model.name, config.dcff.rates, num_classes=10,
-                                   in_channels=3)
+        architectures.compact_arch(config.model.name, config.dcff.rates,
+                                   num_classes=info.num_classes, in_channels=info.channels)
     except RateStringError as e:
         raise ValueError(f"config.dcff.rates: {e}") from None
 

@@ -7,6 +7,9 @@ with PSS-Net by naming its import path:
 
     python launch.py --config=configs/pssnet/embedded.py \\
         --config.model.name=residual_cnn_family:FAMILY ...
+
+and with DCFF by one compression rate per width group (stem, stage, the two blocks' inner
+widths, head), e.g. ``--config.dcff.rates=[0.0]+[0.25]+[0.5]*2+[0.25]``.
 """
 
 import types
@@ -64,21 +67,24 @@ def forward(x, arch, *, conv, norm, depthwise, dtype):
 
 
 class ResidualCNN(nn.Module):
-    """The plain network of a description (what exports load)."""
+    """The plain network of a description (what exports load), with injectable conv and
+    norm classes (DCFF injects its fused conv)."""
 
     arch: dict
     dtype: object = jnp.float32
+    conv: object = nn.Conv
+    norm: object = nn.BatchNorm
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
-        norm = ops.batch_norm(train, self.dtype)
+        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
+        norm = ops.batch_norm(train, self.dtype, self.norm)
         return forward(x, self.arch, conv=conv, norm=lambda name: norm(name=name),
                        depthwise=None, dtype=self.dtype)
 
 
-def build(arch, dtype=jnp.float32, **unused_layers):
-    return ResidualCNN(arch=arch, dtype=dtype)
+def build(arch, dtype=jnp.float32, conv=nn.Conv, norm=nn.BatchNorm):
+    return ResidualCNN(arch=arch, dtype=dtype, conv=conv, norm=norm)
 
 
 def width_groups(arch):

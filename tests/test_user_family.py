@@ -13,8 +13,9 @@ import pytest
 from common_jax import artifacts, export, models, traced_flops
 from common_jax.data import DATASETS
 from common_jax.models import ops
+from dcff_jax import architectures
 from conftest import ROOT, require
-from pssnet_dcff import api
+from pssnet_dcff import api, registry
 from pssnet_jax import space as space_lib, supernet, switch
 from test_pssnet import pss_tiny
 
@@ -68,6 +69,39 @@ def test_a_user_family_trains_with_pss_net_and_its_kept_subnet_runs_in_onnxrunti
         session = onnxruntime.InferenceSession(f.read(), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"images": images})[0]
     np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+def test_a_user_family_trains_with_dcff_and_exports_its_compact_model(tmp_path):
+    from test_dcff import dcff_tiny
+    rates = "[0.0]+[0.25]+[0.5]*2+[0.25]"  # stem, stage, the two inner widths, head
+    config = dcff_tiny(**{"model.name": NAME, "dcff.rates": rates})
+    arch, fused = architectures.compact_arch(NAME, rates, num_classes=10, in_channels=1)
+    assert (arch["stem"], arch["stage"], arch["mids"], arch["head"]) == (16, 24, [16, 16], 48)
+    assert sorted(fused) == sorted(layer.name for layer in models.arch_layers(arch, 28)
+                                   if layer.kind == "conv")  # every conv is some group's
+    assert fused["down_conv"] == fused["block1_conv2"] == 32 and fused["head_conv"] == 64
+    summary = api.train(config, str(tmp_path / "run")).summary
+    path = api.export(config, str(tmp_path / "run"), str(tmp_path / "export"))
+    model, variables, meta = export.load_exported(path)
+    assert meta["arch"] == arch and meta["flops"] == summary["flops"]
+    assert variables["params"]["block0_conv1"]["kernel"].shape == (3, 3, 24, 16)
+    with pytest.raises(ValueError, match="config.dcff.rates: .*6 entries; .*expects 5"):
+        registry.validate(dcff_tiny(**{"model.name": NAME, "dcff.rates": "[0.5]*6"}))
+
+
+def test_a_width_group_that_sets_no_layer_is_a_one_line_error(tmp_path):
+    def width_groups(arch):
+        return residual_cnn_family.width_groups(arch) + (models.family.WidthGroup("extra", 8),)
+    residual_cnn_family.EXTRA_GROUP = types.SimpleNamespace(
+        **{**vars(residual_cnn_family.FAMILY), "width_groups": width_groups,
+           "with_group_widths": lambda arch, widths, md: residual_cnn_family.with_group_widths(
+               arch, widths[:-1], md)})
+    from test_dcff import dcff_tiny
+    config = dcff_tiny(**{"model.name": "residual_cnn_family:EXTRA_GROUP",
+                          "dcff.rates": "[0.0]*6"})
+    with pytest.raises(ValueError, match="width group 'extra' of .* sets no conv") as error:
+        api.train(config, str(tmp_path / "run"))
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name,message", [
