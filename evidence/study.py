@@ -341,6 +341,11 @@ def curve_table(rows: list[dict], seed: int, variants=("faithful", "stable", "sc
     return "\n".join(lines)
 
 
+def duration_sentence(results: dict) -> str:
+    """How long a study's runs took in all (``wall_time_s`` of its results.json)."""
+    return f"The whole study took {results['wall_time_s'] / 60:.0f} minutes"
+
+
 def rerun_sentence(rerun: list[dict], study: list[dict], seed: int = 0,
                    variants=("faithful", "stable", "scratch")) -> str:
     """How a rerun of one seed compares with the study's run of that seed: the largest

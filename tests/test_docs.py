@@ -109,6 +109,7 @@ def test_results_tables_are_the_committed_evidence_studies():
         assert table in results, table[:80]
     assert study.pss_seed_sentence(first["pss"]) in " ".join(results.split())
     assert study.pss_spread_sentence(first["pss"]) in " ".join(results.split())
+    assert study.duration_sentence(first) in " ".join(results.split())
     from evidence import embedded_dcff
     with open(os.path.join(ROOT, "docs", "results", "embedded_dcff.json")) as f:
         embedded = json.load(f)
