@@ -50,6 +50,14 @@ FORMAT = "pssnet-latency-table"
 VERSION = 1
 
 
+def check_supported(space: Space) -> None:
+    """One-line ValueError unless the space's family has latency units (MobileNet's)."""
+    if space.full_arch["family"] not in mobilenet.VERSIONS:
+        raise ValueError(f"model.name={space.model!r}: latency tables and latency pools use "
+                         f"MobileNet's latency units (pssnet_jax/latency.py), which this family "
+                         f"has not; use FLOPs pools (config.pssnet.constraints=('flops',))")
+
+
 def arch_units(arch: dict, resolution: int) -> list[tuple]:
     """The unit keys of a plain MobileNet description at an input size, in order."""
     v2 = arch["family"] == "mobilenet_v2"

@@ -133,6 +133,18 @@ def test_a_family_without_width_groups_is_refused_by_pss_net(tmp_path):
                   str(tmp_path / "run"))
 
 
+def test_latency_pools_and_tables_of_a_family_without_latency_units_are_one_line(tmp_path):
+    from configs.pssnet.common import latency_section
+    config = user_config(**{"pssnet.constraints": ("flops", "latency")})
+    config.unlock()
+    config.latency = latency_section(str(tmp_path / "table.json"))
+    with pytest.raises(ValueError, match="MobileNet's latency units") as error:
+        registry.validate(config)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="MobileNet's latency units"):
+        api.latency_table(config, str(tmp_path / "table.json"))
+
+
 def test_the_guide_shows_this_family():
     """docs/architecture.md's "adding a network" example is this test family's file."""
     with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
