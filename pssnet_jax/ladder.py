@@ -103,6 +103,28 @@ def markdown_table(ladder: dict) -> str:
     return "\n".join(lines)
 
 
+def latency_sentence(ladder: dict, low: int = 16, high: int = 20) -> str:
+    """README's reading of a ladder's measured latencies: the FLOPs and batch-1 latency
+    ranges, and at batch 32 the ``low`` px rungs against the ``high`` px ones (which are
+    slower; ValueError when the file says otherwise, so the reading cannot go stale)."""
+    rungs = ladder["rungs"]
+    mflops = [r["flops"] / 1e6 for r in rungs]
+    batch1 = [r["onnxruntime_ms"]["1"] for r in rungs]
+    by_res = {res: [r for r in rungs if r["resolution"] == res] for res in (low, high)}
+    slow = min(r["onnxruntime_ms"]["32"] for r in by_res[low])
+    if slow <= max(r["onnxruntime_ms"]["32"] for r in by_res[high]):
+        raise ValueError(f"the {low} px rungs are not all slower than the {high} px ones")
+
+    def span(res):
+        values = [r["flops"] / 1e6 for r in by_res[res]]
+        return f"{min(values):.1f}-{max(values):.1f}"
+    return (f"at batch 1 these networks of {min(mflops):.0f}-{max(mflops):.0f} MFLOPs are "
+            f"dominated by per-call overhead, so the latency spread is small "
+            f"({min(batch1):.2f}-{max(batch1):.2f} ms); at batch 32 latency follows FLOPs "
+            f"within a resolution but not across them (the {low} px rungs, {span(low)} MFLOPs, "
+            f"take longer than the {high} px ones of {span(high)} MFLOPs)")
+
+
 def plot(ladder: dict, path: str) -> None:
     """Test accuracy against measured onnxruntime latency, one panel per batch size."""
     import matplotlib

@@ -40,6 +40,7 @@ def test_readme_ladder_table_is_the_committed_ladder():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     assert ladder.markdown_table(document) in readme
+    assert ladder.latency_sentence(document) in " ".join(readme.split())
     assert document["measured_on"] and all(r["onnxruntime_ms"] for r in document["rungs"])
 
 
