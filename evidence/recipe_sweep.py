@@ -172,6 +172,17 @@ def candidate_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def alone_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
+    """README's standalone control of the chosen recipe: its accuracy over the seeds and the
+    supernet's max net minus it, paired by seed (``candidate_table``'s columns)."""
+    paired = [r for r in _embedded_runs(rows, candidate) if "alone_test_accuracy" in r]
+    diffs = [r["max_net_test_accuracy"] - r["alone_test_accuracy"] for r in paired]
+    gap = mean_std(diffs)
+    trails = f"trails it by {gap.lstrip('-')}" if gap.startswith("-") else f"beats it by {gap}"
+    return (f"reaches {mean_std(r['alone_test_accuracy'] for r in paired)}% over the same "
+            f"seeds; the supernet's max net {trails} points (paired by seed)")
+
+
 def _shared_runs(rows: list[dict]) -> tuple[list[int], list[dict], list]:
     """(seeds every candidate with embedded supernet runs has, those runs of every candidate
     at those seeds, the targets every one of them kept): what the recipe choice compares."""

@@ -73,6 +73,7 @@ def test_readme_and_results_tables_are_the_committed_recipe_sweep():
         results = f.read()
     assert recipe_sweep.main_job_table(rows) in readme
     assert recipe_sweep.main_job_sentence(rows) in " ".join(readme.split())  # across lines
+    assert recipe_sweep.alone_sentence(rows) in " ".join(readme.split())
     assert f"Seed 0 of the sweep (the same config on one core) {recipe_sweep.seed_sentence(rows)}" \
         in " ".join(readme.split())
     with open(os.path.join(ROOT, "docs", "results", "embedded_default", "summary.json")) as f:
