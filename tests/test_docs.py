@@ -131,6 +131,18 @@ def test_results_tables_are_the_committed_evidence_studies():
         assert sentence in readme, sentence[:60]
 
 
+def test_readme_dcff_config_profiles_are_the_tested_ones():
+    """README's thop FLOPs / params of the CIFAR DCFF configs are test_dcff.PROFILES, which
+    test_dcff checks against --mode=profile (and against dcff.md §5)."""
+    from test_dcff import PROFILES
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    cifar = [(name, flops, params) for name, flops, params in PROFILES if "cifar" in name]
+    assert len(cifar) == 4
+    listed = ", ".join(f"{flops:.2f}M / {params:.4f}M" for _, flops, params in cifar)
+    assert f"({listed} thop FLOPs / params)" in readme
+
+
 def test_readme_dcff_table_is_the_committed_embedded_runs():
     """README's DCFF table on the embedded data is docs/results/embedded_dcff.json (written by
     python -m evidence.embedded_dcff), rendered by evidence.embedded_dcff.markdown_table."""
