@@ -59,6 +59,11 @@ def test_readme_pssnet_table_is_the_committed_default_run():
     assert (document["max"]["test_accuracy"], document["min"]["test_accuracy"]) == (
         summary["eval_accuracy"], summary["min_eval_accuracy"])
     assert report.run_sentence(summary) in " ".join(readme.split())
+    # the README's opening and results lines round that training loop to minutes
+    minutes = f"about {summary['wall_time_s'] / 60:.0f} minutes"
+    assert f"offline, {minutes} on 2 CPU cores" in " ".join(readme.split())
+    assert f"in {minutes} on a 2-core CPU machine (the training loop of seed 0" in " ".join(
+        readme.split())
 
 
 def test_readme_and_results_tables_are_the_committed_recipe_sweep():
