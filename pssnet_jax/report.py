@@ -55,6 +55,24 @@ def run_sentence(summary: dict) -> str:
             f"{100 * summary['min_eval_accuracy']:.1f}%")
 
 
+def latency_run_sentence(summary: dict, doc: dict) -> str:
+    """docs/latency.md's account of a latency-pool run: its training loop's time, its pools
+    between the min and max net's predicted latency, the kept subnets."""
+    low, high = doc["min"]["latency_ms"], doc["max"]["latency_ms"]
+    return (f"{summary['wall_time_s'] / 60:.1f} minutes of training and selection "
+            f"({summary['wall_time_s']:.0f} s), {len({e['target'] for e in doc['subnets']})} "
+            f"latency pools with a kept subnet between the "
+            f"min and the max net's predicted latency ({low:.4f} and {high:.4f} ms, "
+            f"{100 * (high - low) / low:.1f}% apart), {summary['num_kept_subnets']} kept subnets")
+
+
+def accuracy_comparison(summary: dict, other: dict) -> str:
+    """'The max net reached a% and the min net b%, against c% / d%' of two runs' summaries."""
+    return (f"The max net reached {100 * summary['eval_accuracy']:.2f}% and the min net "
+            f"{100 * summary['min_eval_accuracy']:.2f}%, against "
+            f"{100 * other['eval_accuracy']:.2f}% / {100 * other['min_eval_accuracy']:.2f}%")
+
+
 def markdown_table(doc: dict) -> str:
     """The kept subnets of a subnets.json document as a Markdown table, min net first and max
     net last (README's table of the embedded default run is this table of its raw output);

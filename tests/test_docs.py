@@ -197,6 +197,13 @@ def test_latency_run_table_is_the_committed_run():
     with open(os.path.join(ROOT, "docs", "latency.md")) as f:
         latency = f.read()
     assert report.markdown_table(document) in latency
+    with open(os.path.join(folder, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(ROOT, "docs", "results", "embedded_default", "summary.json")) as f:
+        default = json.load(f)
+    for sentence in (report.latency_run_sentence(summary, document),
+                     report.accuracy_comparison(summary, default)):
+        assert sentence in " ".join(latency.split()), sentence[:60]
     assert all(e["latency_ms"] for e in document["subnets"])
 
 
