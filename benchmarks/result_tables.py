@@ -71,6 +71,44 @@ def compile_probe_table(doc: dict) -> str:
     return _rows(header, rows)
 
 
+def compile_probe_findings(embedded: dict, imagenet: dict) -> list[str]:
+    """The three findings of the compile probes (``compile_probe_table`` of each), as
+    benchmarks/RESULTS.md states them: masked against plain and bf16 against f32 compile
+    ratios over both configs and resolutions, run times, and serial against threads."""
+    def v(doc, name):
+        return doc["variants"][name]
+
+    def ratios(a, b):
+        return [v(d, a)["compile_s"][r] / v(d, b)["compile_s"][r]
+                for d in (embedded, imagenet) for r in v(d, a)["compile_s"]]
+
+    def secs(doc, name):
+        return " / ".join(f"{t:.1f}" for t in v(doc, name)["compile_s"].values())
+    masked = ratios("f32", "f32_plain")
+    bf16 = ratios("bf16", "f32")
+    threads, serial = v(embedded, "f32_threads"), v(embedded, "f32")
+    return [
+        f"The masked supernet still compiles {min(masked):.1f}-{max(masked):.1f}x slower than "
+        f"the plain network** at the same widths (embedded {secs(embedded, 'f32')} s against "
+        f"{secs(embedded, 'f32_plain')} s; ImageNet {secs(imagenet, 'f32')} s against "
+        f"{secs(imagenet, 'f32_plain')} s) with almost no converts left "
+        f"({v(embedded, 'f32')['hlo_ops']['convert']} against "
+        f"{v(embedded, 'f32_plain')['hlo_ops']['convert']})",
+        f"At run time the masked ImageNet gradient costs about what the plain one does "
+        f"({v(imagenet, 'f32')['run_ms']:.0f} against {v(imagenet, 'f32_plain')['run_ms']:.0f} "
+        f"ms); the embedded one is "
+        f"{v(embedded, 'f32')['run_ms'] / v(embedded, 'f32_plain')['run_ms']:.2f}x slower "
+        f"({v(embedded, 'f32')['run_ms']:.0f} against {v(embedded, 'f32_plain')['run_ms']:.0f}"
+        f" ms)",
+        f"On the CPU, bf16 compiles at most {max(bf16):.2f}x slower than f32** (embedded "
+        f"{secs(embedded, 'bf16')} s against {secs(embedded, 'f32')} s; ImageNet "
+        f"{secs(imagenet, 'bf16')} s against {secs(imagenet, 'f32')} s)",
+        f"Compiling the two resolutions in two threads** took {threads['compile_wall_s']:.1f} s "
+        f"of wall time against {serial['compile_wall_s']:.1f} s one after another: little gain "
+        f"on 2 cores, since each compile then runs slower ({secs(embedded, 'f32_threads')} s "
+        f"against {secs(embedded, 'f32')} s)"]
+
+
 def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 

@@ -183,6 +183,10 @@ def test_benchmark_tables_are_the_committed_raw_outputs():
         assert line in results.replace("\n", " "), raw
     line = result_tables.restart_machine_line(result_tables.load("pod_restart.json"))
     assert line in results.replace("\n", " ")
+    for finding in result_tables.compile_probe_findings(
+            result_tables.load("compile_probe_embedded.json"),
+            result_tables.load("compile_probe_imagenet.json")):  # the probes' reading
+        assert finding in " ".join(results.split()), finding[:60]
     for raw in result_tables.INPUT_RUNS:
         line = result_tables.input_machine_line(result_tables.load(raw))
         assert line in results.replace("\n", " "), raw
