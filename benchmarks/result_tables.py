@@ -175,6 +175,17 @@ def depthwise_table(shifts: dict, conv: dict) -> str:
                   "grouped / shifted"], rows)
 
 
+def depthwise_sentence(shifts: dict, conv: dict, steps: int = 420) -> str:
+    """What the grouped convolution would cost an embedded run of ``steps`` training steps
+    against the shifted form (``depthwise_table``'s step and compile rows)."""
+    def pick(doc):
+        return next(r for r in doc["results"].values() if r["kind"] == "pss train step")
+    extra = (pick(conv)["median_ms"] - pick(shifts)["median_ms"]) / 1000
+    saved = pick(shifts)["compile_s"] - pick(conv)["compile_s"]
+    return (f"the grouped form would add about {steps} x {extra:.2f} s, "
+            f"{steps * extra / 60:.0f} minutes, of steps against {saved:.1f} s less compiling")
+
+
 def constant_median_error(measured: list[float]) -> float:
     """Median relative error of the constant predictor that always answers the measured
     latencies' median: the baseline a latency table must beat to be informative."""

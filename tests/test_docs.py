@@ -187,6 +187,9 @@ def test_benchmark_tables_are_the_committed_raw_outputs():
             result_tables.load("compile_probe_embedded.json"),
             result_tables.load("compile_probe_imagenet.json")):  # the probes' reading
         assert finding in " ".join(results.split()), finding[:60]
+    assert result_tables.depthwise_sentence(
+        result_tables.load("throughput_cpu.json"),
+        result_tables.load("throughput_cpu_conv.json")) in " ".join(results.split())
     for raw in result_tables.INPUT_RUNS:
         line = result_tables.input_machine_line(result_tables.load(raw))
         assert line in results.replace("\n", " "), raw
