@@ -39,7 +39,7 @@ def is_dcff_model(name: str) -> bool:
 def group_convs(full: dict) -> list[list[str]]:
     """The convs each (not inert) width group of ``full``'s family sets: those whose output
     width changes when only that group's width does."""
-    family = models.family_of(full["family"])
+    family = models.arch_family(full)
     groups = family.width_groups(full)
 
     def conv_widths(widths):
@@ -77,9 +77,6 @@ def user_compact_arch(model: str, rate_string: str, *, num_classes: int,
 
 
 def expected_length(model: str) -> int:
-    if models.is_import_path(model):
-        full = models.arch_for(model, num_classes=10, in_channels=3)
-        return sum(not g.inert for g in models.family_of(model).width_groups(full))
     if model == "vgg16":
         return 13
     if model in models.CIFAR_RESNET_DEPTHS:

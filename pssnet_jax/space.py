@@ -63,7 +63,7 @@ class Space:
 
     @property
     def family(self):
-        return models.family_of(self.full_arch["family"])
+        return models.arch_family(self.full_arch)
 
     @property
     def groups(self) -> tuple:

@@ -182,7 +182,7 @@ class MaskedSupernet(nn.Module):
             return lambda y: bn(y, channel_mask(y.shape[-1], active[name], self.dtype), train,
                                 bn_momentum)
 
-        return models.family_of(self.full_arch["family"]).forward(
+        return models.arch_family(self.full_arch).forward(
             x, self.full_arch, conv=conv, norm=norm, dtype=self.dtype,
             depthwise=functools.partial(ops.DepthwiseConv, impl=self.depthwise_impl,
                                         dtype=self.dtype))
@@ -197,7 +197,7 @@ def widths_of(arch: dict):
     """The active widths of a subnet's plain description as the masked step takes them: the
     family's ``active_widths`` encoding where it has one (MobileNet: ``stem``, ``out`` and
     ``expand`` arrays), else one int32 per BatchNorm layer in ``bn_names`` order."""
-    family = models.family_of(arch["family"])
+    family = models.arch_family(arch)
     if hasattr(family, "active_widths"):
         return family.active_widths(arch)
     return np.asarray([layer.out_ch for layer in models.arch_layers(arch, ANY_SIZE)
@@ -206,7 +206,7 @@ def widths_of(arch: dict):
 
 def active_bn_widths(full_arch: dict, widths, resolution: int) -> dict:
     """{BN layer name: active width} of ``widths_of``'s encoding (traced in the step)."""
-    family = models.family_of(full_arch["family"])
+    family = models.arch_family(full_arch)
     if hasattr(family, "with_active_widths"):
         arch = family.with_active_widths(full_arch, widths)
         return {layer.name: layer.out_ch for layer in family.layers(arch, resolution)

@@ -20,8 +20,7 @@ import math
 import numpy as np
 from PIL import Image
 
-STYLES = ("small", "imagenet")
-
+from common_jax.data import memory
 
 def _open(encoded: bytes) -> Image.Image:
     return Image.open(io.BytesIO(encoded))
@@ -98,11 +97,6 @@ def small(encoded: bytes, rng: np.random.Generator | None, *, channels: int, nat
     if image_size != native_size:
         image = image.resize((image_size, image_size), Image.BILINEAR)
     array = np.asarray(image).reshape(image_size, image_size, channels)
-    if rng is not None and augment == "crop_flip":
-        p = crop_padding
-        padded = np.pad(array, ((p, p), (p, p), (0, 0)))
-        dy, dx = rng.integers(0, 2 * p + 1, 2)
-        array = padded[dy:dy + image_size, dx:dx + image_size]
-        if rng.random() < 0.5:
-            array = array[:, ::-1]
+    if rng is not None and augment == "crop_flip":  # the in-memory pipeline's, on one image
+        return memory.crop_flip(array[None], crop_padding, rng)[0]
     return np.ascontiguousarray(array)

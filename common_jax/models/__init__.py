@@ -26,11 +26,10 @@ FAMILIES = {
 }
 CIFAR_RESNET_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56,
                        "resnet110": 110}
-MODEL_NAMES = tuple(CIFAR_RESNET_DEPTHS) + ("vgg16", "googlenet", "resnet50", "mobilenet_v1",
-                                            "mobilenet_v2")
 MODEL_FAMILIES = {**{name: "resnet_cifar" for name in CIFAR_RESNET_DEPTHS}, "vgg16": "vgg_cifar",
                   "googlenet": "googlenet_cifar", "resnet50": "resnet_imagenet",
                   "mobilenet_v1": "mobilenet_v1", "mobilenet_v2": "mobilenet_v2"}
+MODEL_NAMES = tuple(MODEL_FAMILIES)
 FAMILY_FUNCTIONS = ("full_arch", "build", "layers", "forward")  # what a user family provides
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -101,7 +100,7 @@ def arch_from_config(model_cfg, num_classes: int, in_channels: int) -> dict:
                     width_mult=model_cfg.width_mult, small_input=model_cfg.small_input)
 
 
-def _family(arch: dict):
+def arch_family(arch: dict):
     """The family of a description, which may come from a file (an export's model.json):
     a user family is used only when this process resolved it (``family_of``, from its own
     config); a description never makes the project import code."""
@@ -116,7 +115,7 @@ def _family(arch: dict):
 
 def build_model(arch: dict, dtype: str = "float32", depthwise_impl: str = "auto", **kwargs):
     """The flax module of a description; ``dtype`` is the compute dtype (params stay f32)."""
-    module = _family(arch)
+    module = arch_family(arch)
     if module is mobilenet:
         kwargs.setdefault("depthwise", functools.partial(ops.DepthwiseConv, impl=depthwise_impl))
     return module.build(arch, dtype=DTYPES[dtype], **kwargs)
@@ -124,7 +123,7 @@ def build_model(arch: dict, dtype: str = "float32", depthwise_impl: str = "auto"
 
 def arch_layers(arch: dict, image_size: int) -> list[Layer]:
     """The counted layers of a description at ``image_size`` x ``image_size`` input."""
-    return _family(arch).layers(arch, image_size)
+    return arch_family(arch).layers(arch, image_size)
 
 
 def model_costs(arch: dict, image_size: int) -> dict:
