@@ -3,7 +3,8 @@
 A subnet is a resolution plus one width multiplier per width group of its family
 (``common_jax.models.family``): MobileNetV1 has 14 (stem and the 13 pointwise convs),
 MobileNetV2 9 (stem, the 7 stage outputs shared by all blocks of a stage, and the tail, whose
-multiplier is sampled but inert: the tail always has its full width). Group widths are
+multiplier is sampled but inert: the tail always has its full width), a CIFAR ResNet-20 12
+(three stage widths, nine block inner widths), ResNet-50 21. Group widths are
 ``make_divisible(base * m)`` (divisor 8, the 10% rule); derived widths (an MBV2 block's
 expansion, ``make_divisible(6 * actual input width)``) come from the family. Multipliers are drawn from
 U(0.75, 1.0) rounded to 3 decimals and resolutions from ``make_divisible(U(lo, hi), step, lo)``.
@@ -200,7 +201,15 @@ def make_space(model: str, *, num_classes: int, in_channels: int, resolutions: S
                          f"user family with width groups (common_jax/models/family.py)")
     full = models.arch_for(model, num_classes=num_classes, in_channels=in_channels,
                            width_mult=width_mult, small_input=small_input)
-    return Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)
+    space = Space(model, full, tuple(sorted(resolutions)), mult_low, mult_high)
+    for group in space.groups:
+        widest = ops.make_divisible(group.base * mult_high)
+        if widest > group.base and not group.inert:
+            raise ValueError(f"width group {group.name!r} of {model!r}: its full width "
+                             f"{group.base} rounds to {widest} at multiplier {mult_high} (widths "
+                             f"are multiples of 8), wider than the supernet; use a "
+                             f"model.width_mult whose widths are multiples of 8")
+    return space
 
 
 def space_from_config(config, info) -> Space:

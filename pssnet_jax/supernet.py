@@ -1,12 +1,13 @@
-"""Masked supernets of any family with width groups, MobileNetV1/V2 first
-(../shared/papers/pssnet.md §2.4, §12).
+"""Masked supernets of any family with width groups: MobileNetV1/V2, the ResNets, user
+families (../shared/papers/pssnet.md §2.4, §12; ``common_jax.models.family``).
 
 Every layer is built at the max net's width. A subnet is given as one integer array of
 active channel counts, one per BatchNorm layer (``widths_of``), turned into 0/1 channel
 masks inside the jitted step, so one compiled function serves every width
 of a resolution. The mask zeroes every BatchNorm's output on the inactive channels (folded
 into BN's scale and bias; BN alone maps a zero channel to beta), which makes each conv see
-exactly the active prefix of its input channels: the result equals
+exactly the active prefix of its input channels (a CIFAR ResNet's option-A shortcut is
+placed by the active widths: ``ops.masked_shortcut_option_a``): the result equals
 the sliced subnet (the official code slices ``W[:out, :in]``). Resolution is static: the
 input (a crop at the max resolution) is resized inside the model with align-corners bilinear
 interpolation, one compiled variant per resolution.
@@ -26,6 +27,7 @@ cumulative average).
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -173,19 +175,23 @@ class MaskedSupernet(nn.Module):
     @nn.compact
     def __call__(self, x, widths, resolution: int, train: bool = True, bn_momentum=None):
         x = ops.resize_align_corners(at_least_float32(x), resolution).astype(self.dtype)
-        conv = ops.torch_conv(nn.Conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
+        family = models.arch_family(self.full_arch)
+        conv = ops.torch_conv(nn.Conv, dtype=self.dtype,
+                              kernel_init=getattr(family, "CONV_INIT", ops.he_normal_fan_out))
         active = active_bn_widths(self.full_arch, widths, resolution)
 
         def norm(name):
             bn = MaskedBatchNorm(group_size=self.bn_group_size, dtype=self.dtype,
-                                 axis_name=self.bn_axis_name, name=name)
+                                 axis_name=self.bn_axis_name, name=ops.leaf_name(name))
             return lambda y: bn(y, channel_mask(y.shape[-1], active[name], self.dtype), train,
                                 bn_momentum)
 
-        return models.arch_family(self.full_arch).forward(
+        width_aware = "active" in inspect.signature(family.forward).parameters
+        return family.forward(
             x, self.full_arch, conv=conv, norm=norm, dtype=self.dtype,
             depthwise=functools.partial(ops.DepthwiseConv, impl=self.depthwise_impl,
-                                        dtype=self.dtype))
+                                        dtype=self.dtype),
+            **({"active": active.__getitem__} if width_aware else {}))
 
 
 def build_supernet(full_arch: dict, dtype=jnp.float32, depthwise_impl: str = "auto",
@@ -221,15 +227,16 @@ def slice_variables(variables: dict, subnet_arch: dict) -> dict:
     """The plain subnet's variables: the first channels of every supernet tensor, layer by
     layer of the subnet's description (its family's ``layers``)."""
     wanted, keep = {}, slice(None)
-    for layer in models.arch_layers(subnet_arch, ANY_SIZE):
-        name, cin, cout = layer.name, slice(0, layer.in_ch), slice(0, layer.out_ch)
+    for layer in models.arch_layers(subnet_arch, ANY_SIZE):  # a name is a '/'-separated path
+        name, cin = tuple(layer.name.split("/")), slice(0, layer.in_ch)
+        cout = slice(0, layer.out_ch)
         if layer.kind == "conv":  # depthwise kernels are (k, k, 1, C)
-            wanted[(name, "kernel")] = (keep, keep, keep if layer.groups > 1 else cin, cout)
+            wanted[name + ("kernel",)] = (keep, keep, keep if layer.groups > 1 else cin, cout)
         elif layer.kind == "bn":
             for leaf in ("scale", "bias", "mean", "var"):
-                wanted[(name, leaf)] = (cout,)
+                wanted[name + (leaf,)] = (cout,)
         elif layer.kind == "linear":
-            wanted[(name, "kernel")], wanted[(name, "bias")] = (cin, keep), (keep,)
+            wanted[name + ("kernel",)], wanted[name + ("bias",)] = (cin, keep), (keep,)
     out = {}
     for collection in ("params", "batch_stats"):
         flat = traverse_util.flatten_dict(variables[collection])

@@ -66,6 +66,22 @@ def test_readme_pssnet_table_is_the_committed_default_run():
         readme.split())
 
 
+def test_readme_dcff_soft_phase_and_study_duration_are_computed():
+    """README's share of the DCFF soft phase is the temperature schedule's (dcff_jax.fusion):
+    only epoch 0 has T below the bound, at 300 and at 4 epochs; the evidence study's minutes
+    are its results.json ``wall_time_s``."""
+    from dcff_jax import fusion
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    bound = min(fusion.temperature(1, e) for e in (300, 4)) // 100 * 100
+    assert all(fusion.temperature(0, e) < bound <= fusion.temperature(1, e) for e in (300, 4))
+    assert (f"(T < {bound:,.0f} is epoch 0: {1 / 300:.1%} of the paper's 300 epochs, "
+            f"{1 / 4:.0%} of a 4-epoch run)") in readme
+    with open(os.path.join(ROOT, "docs", "evidence", "results.json")) as f:
+        minutes = json.load(f)["wall_time_s"] / 60
+    assert f"`python -m evidence.study`, about {minutes:.0f} minutes on 2 CPU cores" in readme
+
+
 def test_readme_and_results_tables_are_the_committed_recipe_sweep():
     """README's main job over seeds and docs/RESULTS.md's sweep, robustness and sampling tables
     are evidence.recipe_sweep's tables of docs/evidence/recipe_sweep.json (its raw output)."""

@@ -88,6 +88,21 @@ def test_option_a_shortcut_pads_like_torch():
     np.testing.assert_array_equal(ops.shortcut_option_a(x, 2, 1), x[..., 1:])
 
 
+def test_the_masked_option_a_shortcut_is_the_sliced_subnets_one():
+    """In a masked supernet (max widths 16 -> 32) the shortcut of every pair of active widths,
+    padding and cropping, equals the plain shortcut of the sliced input on the active output
+    channels and zero beyond them (traced widths, one compiled function)."""
+    rng = np.random.default_rng(0)
+    full = rng.normal(size=(2, 4, 4, 16)).astype(np.float32)
+    masked = jax.jit(lambda x, a, b: ops.shortcut_option_a(x, 32, 2, (a, b)))
+    for active_in, active_out in ((16, 32), (8, 24), (16, 24), (13, 30), (16, 8), (11, 4)):
+        x = np.where(np.arange(16) < active_in, full, 0)
+        got = np.asarray(masked(x, active_in, active_out))
+        want = ops.shortcut_option_a(full[..., :active_in], active_out, 2)
+        np.testing.assert_array_equal(got[..., :active_out], want)
+        assert not np.any(got[..., active_out:]), (active_in, active_out)
+
+
 @pytest.mark.parametrize("value,expected", [(32 * 0.75, 24), (32 * 0.84, 32), (32 * 0.833, 24),
                                             (1024 * 0.75, 768), (16 * 0.75, 16), (3, 8)])
 def test_make_divisible_matches_pssnet_rule(value, expected):

@@ -137,3 +137,33 @@ def test_readme_profile_table_is_the_profiler_with_the_published_cells_marked():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     assert "\n".join(lines) in readme, "\n".join(lines)
+
+
+SUPERNETS = [("embedded", "MobileNetV2"), ("embedded_resnet", "ResNet-20"),
+             ("mobilenet_v1_imagenet", "MobileNetV1"), ("mobilenet_v2_imagenet", "MobileNetV2"),
+             ("resnet50_imagenet", "ResNet-50")]
+
+
+def supernet_profile_rows():
+    """The README's PSS-Net supernet table, rendered from ``--mode=profile`` of each config."""
+    rows = []
+    for name, label in SUPERNETS:
+        module = __import__(f"configs.pssnet.{name}", fromlist=["get_config"])
+        totals = json.loads(api.profile_report(module.get_config()).splitlines()[-1])
+        rows.append(f"| `pssnet/{name}.py` | {label} | {totals['flops'] / MILLION:.2f}M | "
+                    f"{totals['params'] / MILLION:.3f}M | {totals['min_flops'] / MILLION:.2f}M |")
+    return rows
+
+
+def test_readme_supernet_profiles_are_the_configs_profiles():
+    """Issue #29 part 2: the README's max/min FLOPs of every PSS-Net supernet config (the
+    ResNet-50 max net is the baseline ResNet-50: 4,089.28M / 25.557M) are what
+    ``--mode=profile`` prints."""
+    from conftest import ROOT
+    import os
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    rows = supernet_profile_rows()
+    assert "| `pssnet/resnet50_imagenet.py` | ResNet-50 | 4089.28M | 25.557M |" in rows[-1]
+    for row in rows:
+        assert row in readme, row

@@ -209,7 +209,7 @@ def test_profile_reports_max_and_min_flops():
     ("pssnet.selection", "best", "config.pssnet.selection='best'"),
     ("pssnet.resolutions", (16, 32, 4), "must equal the crop size 28"),
     ("dataset.holdout_examples", 0, "needs config.dataset.holdout_examples > 0"),
-    ("model.name", "resnet56", "PSS-Net supernets are"),
+    ("model.name", "vgg16", "PSS-Net supernets are"),
     ("export.flops", -1.0, "config.export.flops=-1.0"),
     ("export.latency_runs", 0, "config.export.latency_runs=0 and latency_batches=(1, 32)"),
     ("export.latency_batches", (1, 0), "latency_batches=(1, 0): expected a positive int"),

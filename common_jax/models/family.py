@@ -11,7 +11,10 @@ A family is a module (or any object) with these attributes:
 * ``forward(x, arch, *, conv, norm, depthwise, dtype)``: the network on NHWC ``x`` inside a
   flax compact method, with the layers injected: ``conv(features, kernel, strides, name=)``,
   ``norm(name)`` (a plain BatchNorm, or PSS-Net's masked one for that layer) and
-  ``depthwise(strides=, name=)``; layer names are those of ``layers``.
+  ``depthwise(strides=, name=)``; layer names are those of ``layers``. A name may be a path
+  'scope/layer': ``forward`` then runs that part inside ``ops.Scope(body, name='scope')``
+  and the factories name the module by the last part (``ops.leaf_name``), so parameter
+  trees nest as the names say (the ResNets' 'stage1_block0/conv1').
 
 For PSS-Net (../shared/papers/pssnet.md §2-3) a family also provides:
 
@@ -21,6 +24,11 @@ For PSS-Net (../shared/papers/pssnet.md §2-3) a family also provides:
 * ``with_group_widths(arch, widths, make_divisible) -> dict``: the description with one
   width per group (integers, or arrays of many subnets) and every width derived from them
   (e.g. an expansion width) computed with ``make_divisible``.
+
+Optionally, ``forward`` may take ``active``: in the masked supernet ``active(bn_name)`` is
+the traced active width of that layer's output (the CIFAR ResNets' option-A shortcut places
+its input's channels by it); a ``forward`` without that parameter is called without it.
+``CONV_INIT`` (optional) is the kernel init of the supernet's convs (default He fan-out).
 
 Optionally, ``active_widths(arch)`` and ``with_active_widths(full_arch, widths)``: a compact
 encoding of a subnet's widths for the compiled step and its inverse (traced), for families

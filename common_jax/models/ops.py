@@ -55,19 +55,61 @@ def batch_norm(train: bool, dtype: Dtype, norm: ModuleDef = nn.BatchNorm) -> Mod
                              dtype=dtype)
 
 
+class PlainNetwork(nn.Module):
+    """The plain network of a description: a family's ``forward`` with injected conv (PyTorch
+    padding, the family's ``conv_init``) and BatchNorm classes (DCFF injects its fused
+    conv). A family subclasses it, setting ``forward`` and ``conv_init`` as static methods."""
+
+    arch: dict
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = nn.BatchNorm
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        conv = torch_conv(self.conv, kernel_init=self.conv_init, dtype=self.dtype)
+        norm = batch_norm(train, self.dtype, self.norm)
+        return self.forward(x, self.arch, conv=conv, norm=named_norm(norm), dtype=self.dtype)
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Mean over the spatial axes of an NHWC tensor."""
     return jnp.mean(x, axis=(1, 2))
 
 
+def leaf_name(name: str | None) -> str | None:
+    """The module name of a layer name: its last '/'-separated part (the parts before it are
+    the ``Scope`` modules the family's forward opened around the layer)."""
+    return None if name is None else name.rpartition("/")[2]
+
+
+class Scope(nn.Module):
+    """A named flax scope around part of a forward pass (a ResNet block): the layers that
+    ``body`` makes get parameter paths 'scope/layer'. Families name layers by those paths
+    (as ``layers`` does); the injected factories name each module by ``leaf_name``."""
+
+    body: Callable
+
+    @nn.compact
+    def __call__(self, *args):
+        return self.body(*args)
+
+
 def torch_conv(conv: ModuleDef, *, kernel_init: Callable, dtype: Dtype,
                use_bias: bool = False) -> Callable:
     """``make(features, kernel, strides=1, name=None)``: square convs from the (injected)
-    ``conv`` class with PyTorch padding, one init and dtype for a whole network."""
+    ``conv`` class with PyTorch padding, one init and dtype for a whole network; ``name`` is
+    the layer's path (``leaf_name``)."""
     def make(features: int, kernel: int, strides: int = 1, name: str | None = None):
         return conv(features, (kernel, kernel), strides=strides, padding=torch_padding(kernel),
-                    use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, name=name)
+                    use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
+                    name=leaf_name(name))
     return make
+
+
+def named_norm(norm: ModuleDef) -> Callable:
+    """``norm(name)`` of a family's forward from a BatchNorm class (``batch_norm``)."""
+    return lambda name: norm(name=leaf_name(name))
 
 
 def classifier(x: jax.Array, num_classes: int, *, kernel_init: Callable, dtype: Dtype,
@@ -124,20 +166,41 @@ class DepthwiseConv(nn.Module):
         return out
 
 
-def shortcut_option_a(x: jax.Array, out_channels: int, stride: int) -> jax.Array:
+def shortcut_option_a(x: jax.Array, out_channels: int, stride: int, active=None) -> jax.Array:
     """Parameter-free CIFAR ResNet shortcut: subsample by ``stride`` and zero-pad channels.
 
     ``(out - in) // 2`` channels go in front and the rest behind, as in the PyTorch
-    ``F.pad``; a negative difference crops the same way ``F.pad`` does.
+    ``F.pad``; a negative difference crops the same way ``F.pad`` does. In a masked supernet
+    ``active`` is (active input width, active output width), possibly traced: ``x`` is zero
+    beyond its active prefix, and the result is the sliced subnet's shortcut on the first
+    active output channels and zero beyond them (``masked_shortcut_option_a``).
     """
     if stride != 1:  # a strided slice, not indexing: stays a slice with a symbolic batch
         x = jax.lax.slice(x, (0, 0, 0, 0), x.shape, (1, stride, stride, 1))
+    if active is not None:
+        return masked_shortcut_option_a(x, out_channels, *active)
     diff = out_channels - x.shape[-1]
     if diff == 0:
         return x
     front = diff // 2
     zero = jnp.zeros((), x.dtype)
     return jax.lax.pad(x, zero, ((0, 0, 0), (0, 0, 0), (0, 0, 0), (front, diff - front, 0)))
+
+
+def masked_shortcut_option_a(x: jax.Array, out_channels: int, active_in, active_out):
+    """Option-A channel padding of a masked activation (its first ``active_in`` channels
+    active) to ``out_channels``, of which the first ``active_out`` are active: output channel
+    j is input channel j - (active_out - active_in) // 2, as the sliced subnet's ``F.pad``
+    puts them. One dynamic slice of the input padded by ``out_channels`` zeros on both sides;
+    channels from ``active_out`` on are zeroed (a crop would leave input channels there)."""
+    front = (active_out - active_in) // 2
+    zero = jnp.zeros((), x.dtype)
+    padded = jax.lax.pad(x, zero, ((0, 0, 0), (0, 0, 0), (0, 0, 0),
+                                   (out_channels, out_channels, 0)))
+    start = jnp.asarray(out_channels - front, jnp.int32)
+    shifted = jax.lax.dynamic_slice_in_dim(padded, start, out_channels, axis=3)
+    keep = (jnp.arange(out_channels) < active_out).astype(x.dtype)
+    return shifted * keep
 
 
 def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:

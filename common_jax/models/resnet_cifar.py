@@ -14,13 +14,14 @@ models), which only affects the thop-rule FLOPs.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from common_jax.models import ops
+from common_jax.models.family import WidthGroup
 from common_jax.profile import Layer, bn_layer, conv_layer
 
 STAGE_STRIDES = (1, 2, 2)
@@ -37,51 +38,61 @@ def full_arch(depth: int = 56, num_classes: int = 10, in_channels: int = 3,
             "stem": width, "stages": stages, "thop_pool": "functional"}
 
 
-class BasicBlock(nn.Module):
-    mid: int
-    out: int
-    stride: int
-    conv: Any
-    norm: Any
+def forward(x: jax.Array, arch: dict, *, conv: Callable, norm: Callable, depthwise=None,
+            dtype=jnp.float32, active: Callable | None = None) -> jax.Array:
+    """The network of ``arch`` on NHWC ``x`` inside a flax compact method, with injected
+    ``conv`` and ``norm`` (``common_jax.models.family``); every block is a ``Scope`` named
+    'stage{s}_block{b}', so layer paths are ``layers``' names. ``active(bn_name)`` (masked
+    supernets) gives a layer's active width, which the option-A shortcut needs to place the
+    input's active channels as the sliced subnet does."""
+    x = nn.relu(norm("stem_bn")(conv(arch["stem"], 3, name="stem_conv")(x)))
+    previous = "stem_bn"
+    for s, blocks in enumerate(arch["stages"]):
+        for b, (mid, out) in enumerate(blocks):
+            prefix, stride = f"stage{s + 1}_block{b}/", STAGE_STRIDES[s] if b == 0 else 1
+            widths = None if active is None else (active(previous), active(prefix + "bn2"))
 
-    @nn.compact
-    def __call__(self, x):
-        y = self.conv(self.mid, 3, self.stride, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.out, 3, name="conv2")(y)
-        y = self.norm(name="bn2")(y)
-        if self.stride != 1 or x.shape[-1] != self.out:
-            x = ops.shortcut_option_a(x, self.out, self.stride)
-        return nn.relu(y + x)
+            def block(x, prefix=prefix, mid=mid, out=out, stride=stride, widths=widths):
+                y = nn.relu(norm(prefix + "bn1")(conv(mid, 3, stride, name=prefix + "conv1")(x)))
+                y = norm(prefix + "bn2")(conv(out, 3, name=prefix + "conv2")(y))
+                if stride != 1 or x.shape[-1] != out:
+                    x = ops.shortcut_option_a(x, out, stride, widths)
+                return nn.relu(y + x)
+            x = ops.Scope(block, name=prefix[:-1])(x)
+            previous = prefix + "bn2"
+    return ops.classifier(x, arch["num_classes"], kernel_init=ops.he_normal_fan_in, dtype=dtype)
 
 
-class ResNetCifar(nn.Module):
+CONV_INIT = ops.he_normal_fan_in  # kaiming_normal_(fan_in), as the DCFF/HRank code
+
+
+class ResNetCifar(ops.PlainNetwork):
     """Flax module for an architecture description of this family."""
 
-    stem: int
-    stages: Sequence[Sequence[Sequence[int]]]
-    num_classes: int
-    conv: Any = nn.Conv
-    norm: Any = nn.BatchNorm
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_in, dtype=self.dtype)
-        norm = ops.batch_norm(train, self.dtype, self.norm)
-        x = conv(self.stem, 3, name="stem_conv")(x)
-        x = nn.relu(norm(name="stem_bn")(x))
-        for s, blocks in enumerate(self.stages):
-            for b, (mid, out) in enumerate(blocks):
-                stride = STAGE_STRIDES[s] if b == 0 else 1
-                x = BasicBlock(mid, out, stride, conv, norm, name=f"stage{s + 1}_block{b}")(x)
-        return ops.classifier(x, self.num_classes, kernel_init=ops.he_normal_fan_in,
-                              dtype=self.dtype)
+    forward = staticmethod(forward)
+    conv_init = staticmethod(CONV_INIT)
 
 
 def build(arch: dict, **kwargs) -> ResNetCifar:
-    return ResNetCifar(stem=arch["stem"], stages=arch["stages"],
-                       num_classes=arch["num_classes"], **kwargs)
+    return ResNetCifar(arch=arch, **kwargs)
+
+
+def width_groups(arch: dict) -> tuple:
+    """PSS-Net's width groups (``common_jax.models.family``): each stage's residual width
+    (the residual adds tie a stage's block outputs; the stem joins the first stage, whose
+    first block adds it unpadded), then every block's inner width."""
+    stages = arch["stages"]
+    return (*[WidthGroup(f"stage{s + 1}", blocks[0][1]) for s, blocks in enumerate(stages)],
+            *[WidthGroup(f"stage{s + 1}_block{b}_mid", mid)
+              for s, blocks in enumerate(stages) for b, (mid, _) in enumerate(blocks)])
+
+
+def with_group_widths(arch: dict, widths, make_divisible) -> dict:
+    """``arch`` at one width per ``width_groups`` entry (integers or arrays of many
+    subnets); no width is derived."""
+    mids = iter(widths[len(arch["stages"]):])
+    stages = [[[next(mids), widths[s]] for _ in blocks] for s, blocks in enumerate(arch["stages"])]
+    return dict(arch, stem=widths[0], stages=stages)
 
 
 def layers(arch: dict, image_size: int) -> list[Layer]:

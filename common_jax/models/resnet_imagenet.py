@@ -13,13 +13,14 @@ linear classifier with bias.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from common_jax.models import ops
+from common_jax.models.family import WidthGroup
 from common_jax.profile import Layer, bn_layer, conv_layer
 
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -34,51 +35,64 @@ def full_arch(num_classes: int = 1000, in_channels: int = 3, width: int = 64,
             "in_channels": in_channels, "stem": width, "stages": stages}
 
 
-class Bottleneck(nn.Module):
-    widths: Sequence[int]
-    stride: int
-    project: bool
-    conv: Any
-    norm: Any
+def forward(x: jax.Array, arch: dict, *, conv: Callable, norm: Callable, depthwise=None,
+            dtype=jnp.float32) -> jax.Array:
+    """The network of ``arch`` on NHWC ``x`` inside a flax compact method, with injected
+    ``conv`` and ``norm`` (``common_jax.models.family``); every block is a ``Scope`` named
+    'stage{s}_block{b}', so layer paths are ``layers``' names."""
+    x = nn.relu(norm("stem_bn")(conv(arch["stem"], 7, 2, name="stem_conv")(x)))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for s, blocks in enumerate(arch["stages"]):
+        for b, (c1, c2, c3) in enumerate(blocks):
+            prefix, stride = f"stage{s + 1}_block{b}/", STAGE_STRIDES[s] if b == 0 else 1
 
-    @nn.compact
-    def __call__(self, x):
-        c1, c2, c3 = self.widths
-        y = nn.relu(self.norm(name="bn1")(self.conv(c1, 1, name="conv1")(x)))
-        y = nn.relu(self.norm(name="bn2")(self.conv(c2, 3, self.stride, name="conv2")(y)))
-        y = self.norm(name="bn3")(self.conv(c3, 1, name="conv3")(y))
-        if self.project:
-            x = self.norm(name="downsample_bn")(
-                self.conv(c3, 1, self.stride, name="downsample_conv")(x))
-        return nn.relu(y + x)
+            def block(x, prefix=prefix, c1=c1, c2=c2, c3=c3, stride=stride, project=b == 0):
+                y = nn.relu(norm(prefix + "bn1")(conv(c1, 1, name=prefix + "conv1")(x)))
+                y = nn.relu(norm(prefix + "bn2")(conv(c2, 3, stride, name=prefix + "conv2")(y)))
+                y = norm(prefix + "bn3")(conv(c3, 1, name=prefix + "conv3")(y))
+                if project:
+                    x = norm(prefix + "downsample_bn")(
+                        conv(c3, 1, stride, name=prefix + "downsample_conv")(x))
+                return nn.relu(y + x)
+            x = ops.Scope(block, name=prefix[:-1])(x)
+    return ops.classifier(x, arch["num_classes"], kernel_init=ops.torch_default_kernel,
+                          dtype=dtype)
 
 
-class ResNetImagenet(nn.Module):
-    stem: int
-    stages: Sequence[Sequence[Sequence[int]]]
-    num_classes: int
-    conv: Any = nn.Conv
-    norm: Any = nn.BatchNorm
-    dtype: Any = jnp.float32
+class ResNetImagenet(ops.PlainNetwork):
+    """Flax module for an architecture description of this family."""
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = ops.torch_conv(self.conv, kernel_init=ops.he_normal_fan_out, dtype=self.dtype)
-        norm = ops.batch_norm(train, self.dtype, self.norm)
-        x = nn.relu(norm(name="stem_bn")(conv(self.stem, 7, 2, name="stem_conv")(x)))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for s, blocks in enumerate(self.stages):
-            for b, widths in enumerate(blocks):
-                stride = STAGE_STRIDES[s] if b == 0 else 1
-                x = Bottleneck(widths, stride, b == 0, conv, norm,
-                               name=f"stage{s + 1}_block{b}")(x)
-        return ops.classifier(x, self.num_classes, kernel_init=ops.torch_default_kernel,
-                              dtype=self.dtype)
+    forward = staticmethod(forward)
+    conv_init = staticmethod(ops.he_normal_fan_out)
 
 
 def build(arch: dict, **kwargs) -> ResNetImagenet:
-    return ResNetImagenet(stem=arch["stem"], stages=arch["stages"],
-                          num_classes=arch["num_classes"], **kwargs)
+    return ResNetImagenet(arch=arch, **kwargs)
+
+
+def width_groups(arch: dict) -> tuple:
+    """PSS-Net's width groups (``common_jax.models.family``), as US-Nets / Once-for-All vary
+    ResNet-50: the stem, each stage's output width (its blocks' ``c3`` and the projection,
+    tied by the residual adds), then every block's bottleneck width (``c1`` = ``c2``)."""
+    stages = arch["stages"]
+    return (WidthGroup("stem", arch["stem"]),
+            *[WidthGroup(f"stage{s + 1}", blocks[0][2]) for s, blocks in enumerate(stages)],
+            *[WidthGroup(f"stage{s + 1}_block{b}_mid", c1)
+              for s, blocks in enumerate(stages) for b, (c1, _, _) in enumerate(blocks)])
+
+
+def with_group_widths(arch: dict, widths, make_divisible) -> dict:
+    """``arch`` at one width per ``width_groups`` entry (integers or arrays of many
+    subnets); a block's ``c2`` equals its ``c1``."""
+    mids = iter(widths[1 + len(arch["stages"]):])
+    stages = []
+    for s, blocks in enumerate(arch["stages"]):
+        stage = []
+        for _ in blocks:
+            mid = next(mids)
+            stage.append([mid, mid, widths[1 + s]])
+        stages.append(stage)
+    return dict(arch, stem=widths[0], stages=stages)
 
 
 def layers(arch: dict, image_size: int) -> list[Layer]:
