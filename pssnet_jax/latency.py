@@ -1,10 +1,13 @@
 """Latency tables measured on the current JAX device, and the latency predictor
 (../shared/papers/pssnet.md §3.2; the official tables were measured once on the authors' GPU).
 
-A subnet runs as a chain of units: the stem conv, every block (MBV1: depthwise + pointwise;
-MBV2: [expand] + depthwise + project [+ residual]), the MBV2 tail conv, and the head (average
-pool + classifier). A unit's latency depends only on its key: kind, input size, input, middle
-and output widths, stride (and the residual). The table maps keys to the median latency of
+A subnet runs as a chain of units. MobileNet's are its own blocks: the stem conv, every block
+(MBV1: depthwise + pointwise; MBV2: [expand] + depthwise + project [+ residual]), the MBV2
+tail conv, and the head (average pool + classifier). Every other family (the ResNets, a
+user's) is cut into the layers its ``layers`` lists: every conv with a BatchNorm and ReLU
+after it, the average pool and the classifier (residual adds, shortcuts and max-pools are
+left to the calibration below). A unit's latency depends only on its key: kind, input size,
+input, middle and output widths, stride (and the residual). The table maps keys to the median latency of
 that unit alone (jitted, eval-mode BatchNorm, warmed up, synchronised, repeated) minus the
 cost of an empty jitted call; the raw prediction sums a subnet's units and adds the empty
 call once, since a whole exported model is one call too. A chain of separately called units
@@ -15,10 +18,15 @@ measured end to end (the min and max net and ``calibration_subnets`` random ones
 ``predict_*`` apply it.
 
 Which units are measured (``units_to_measure``): every distinct unit of the space when there
-are at most ``max_units`` (the embedded space); otherwise a grid (the lowest, middle and
-highest width of every stage at every resolution; ImageNet spaces have thousands of units and
-every new shape is one compile), and the predictor interpolates a unit missing from the table
-multilinearly in its widths between the neighbouring measured ones.
+are at most ``max_units`` (the embedded space); otherwise, for MobileNet, a grid (the lowest,
+middle and highest width of every width group at every resolution; ImageNet spaces have
+thousands of units and every new shape is one compile), and the predictor interpolates a
+unit missing from the table multilinearly in its widths between the neighbouring measured
+ones. A family timed layer by layer needs every unit (its layers' widths come from
+different groups, so neighbouring measured widths need not make the corners of a missing
+unit): a larger space is refused in one line. Either
+way each unit position takes every combination of the widths of the groups it depends on
+(found by changing one group at a time), the other groups at their widest.
 
 The table is JSON (``FORMAT``, ``VERSION``) with the device, JAX version, batch size, dtype and
 date; it is rewritten atomically every few units, and a run with the same path and settings
@@ -50,15 +58,34 @@ FORMAT = "pssnet-latency-table"
 VERSION = 1
 
 
-def check_supported(space: Space) -> None:
-    """One-line ValueError unless the space's family has latency units (MobileNet's)."""
-    if space.full_arch["family"] not in mobilenet.VERSIONS:
-        raise ValueError(f"model.name={space.model!r}: latency tables and latency pools use "
-                         f"MobileNet's latency units (pssnet_jax/latency.py), which this family "
-                         f"has not; use FLOPs pools (config.pssnet.constraints=('flops',))")
+MOBILENET_KINDS = ("stem", "block", "block_v1", "tail", "head")
 
 
 def arch_units(arch: dict, resolution: int) -> list[tuple]:
+    """The unit keys of a plain description at an input size, in order: MobileNet's blocks
+    (``mobilenet_units``), any other family's layers (``layer_units``)."""
+    if arch["family"] in mobilenet.VERSIONS:
+        return mobilenet_units(arch, resolution)
+    return layer_units(arch, resolution)
+
+
+def layer_units(arch: dict, resolution: int) -> list[tuple]:
+    """Units of any family from its ``layers``: ('conv', size, in, out, kernel, stride,
+    depthwise) for every conv (with a BatchNorm and ReLU after it), ('pool', size, width) and
+    ('linear', 1, in, classes)."""
+    units = []
+    for layer in models.arch_layers(arch, resolution):
+        if layer.kind == "conv":
+            units.append(("conv", layer.in_hw, layer.in_ch, layer.out_ch, layer.kernel,
+                          layer.stride, int(layer.groups > 1)))
+        elif layer.kind == "avgpool":
+            units.append(("pool", layer.in_hw, layer.in_ch))
+        elif layer.kind == "linear":
+            units.append(("linear", 1, layer.in_ch, layer.out_ch))
+    return units
+
+
+def mobilenet_units(arch: dict, resolution: int) -> list[tuple]:
     """The unit keys of a plain MobileNet description at an input size, in order."""
     v2 = arch["family"] == "mobilenet_v2"
     units = [("stem", resolution, arch["in_channels"], arch["stem"], arch["stem_stride"])]
@@ -96,30 +123,59 @@ def _stage_grid(space: Space, dense: bool) -> list[list[int]]:
 
 def units_to_measure(space: Space, max_units: int = 3000) -> tuple[list[tuple], bool]:
     """(sorted distinct units, dense): every unit of the space if at most ``max_units``,
-    else the units of the width grid (lowest, middle, highest per stage)."""
-    units = _grid_units(space, _stage_grid(space, dense=True))
-    if len(units) <= max_units:
+    else the units of the width grid (lowest, middle, highest per width group; MobileNet
+    only, ValueError for a family timed layer by layer)."""
+    units = _grid_units(space, _stage_grid(space, dense=True), limit=max_units)
+    if units is not None:
         return sorted(units), True
+    if space.full_arch["family"] not in mobilenet.VERSIONS:
+        raise ValueError(f"model.name={space.model!r} is timed layer by layer and its structure "
+                         f"space has more than config.latency.max_units={max_units} units; a "
+                         f"grid of them (interpolated) is MobileNet's only: raise max_units or "
+                         f"use FLOPs pools")
     return sorted(_grid_units(space, _stage_grid(space, dense=False))), False
 
 
-def _grid_units(space: Space, grid: list[list[int]]) -> set:
-    """Every unit whose stage widths come from ``grid``, at every resolution. A unit depends
-    only on the resolution and the widths of two consecutive stages (a stage's first block
-    reads the previous stage's width; its other blocks, the tail and head, their own), so
-    varying each consecutive pair with the others fixed reaches all of them."""
+def unit_dependencies(space: Space, resolution: int) -> list[tuple]:
+    """For every unit position of a subnet, the ``Subnet.channels`` indices (width groups)
+    whose width changes that unit: found by narrowing one group of the widest subnet."""
+    widest = [max(c) for c in stage_choices(space)]
+    base = subnet_units(space, Subnet(resolution, tuple(widest)))
+    depends = [[] for _ in base]
+    for group, choices in enumerate(stage_choices(space)):
+        channels = list(widest)
+        channels[group] = min(choices)
+        for position, unit in enumerate(subnet_units(space, Subnet(resolution,
+                                                                   tuple(channels)))):
+            if unit != base[position]:
+                depends[position].append(group)
+    return [tuple(d) for d in depends]
+
+
+def _grid_units(space: Space, grid: list[list[int]], limit: int | None = None) -> set | None:
+    """Every unit whose widths come from ``grid``, at every resolution: each unit position
+    takes every combination of its groups' grid widths (``unit_dependencies``), the other
+    groups at their widest. None as soon as there are more than ``limit``."""
     units = set()
+    widest = [g[-1] for g in grid]
     for resolution in space.resolutions:
-        for stage in range(1, len(grid)):
-            for a, b in itertools.product(grid[stage - 1], grid[stage]):
-                channels = [g[-1] for g in grid]
-                channels[stage - 1], channels[stage] = a, b
-                units.update(subnet_units(space, Subnet(resolution, tuple(channels))))
+        positions = {}  # the positions that depend on the same groups share their subnets
+        for position, groups in enumerate(unit_dependencies(space, resolution)):
+            positions.setdefault(groups, []).append(position)
+        for groups, where in positions.items():
+            for values in itertools.product(*(grid[g] for g in groups)):
+                channels = list(widest)
+                for group, value in zip(groups, values):
+                    channels[group] = value
+                chain = subnet_units(space, Subnet(resolution, tuple(channels)))
+                units.update(chain[p] for p in where)
+                if limit is not None and len(units) > limit:
+                    return None
     return units
 
 
 class UnitModule(nn.Module):
-    """One unit, built like the exported MobileNet's layers (eval-mode BatchNorm)."""
+    """One unit, built like the exported network's layers (eval-mode BatchNorm)."""
 
     unit: tuple
     depthwise_impl: str = "auto"
@@ -146,6 +202,15 @@ class UnitModule(nn.Module):
         if kind == "head":
             return ops.classifier(x, v[2], kernel_init=nn.initializers.normal(0.01),
                                   dtype=jnp.float32, torch_bias=False)
+        if kind == "conv":
+            _, _, cout, kernel, stride, depthwise = v
+            y = (ops.DepthwiseConv(kernel, stride, self.depthwise_impl)(x) if depthwise
+                 else conv(cout, kernel, stride)(x))
+            return nn.relu(norm()(y))
+        if kind == "pool":
+            return ops.global_avg_pool(x)
+        if kind == "linear":
+            return nn.Dense(v[2])(x.reshape(x.shape[0], -1))
         raise ValueError(f"unknown latency unit kind {kind!r}")
 
 
@@ -299,6 +364,8 @@ def calibrate(table: dict, space: Space, batch: int, repeats: int, count: int,
 def _free_widths(unit: tuple) -> list[tuple]:
     """The width slots of a unit that vary independently (tied slots grouped)."""
     kind = unit[0]
+    if kind == "conv":  # a depthwise conv's input and output widths are one
+        return [(2, 3)] if unit[6] else [(2,), (3,)]
     if kind == "stem":
         return [(3,)]
     if kind == "block":
@@ -322,10 +389,13 @@ def _interpolated(table: dict, unit: tuple) -> float:
     """A unit missing from a grid table: multilinear in its free widths between the nearest
     measured widths below and above (same kind, size, stride and residual)."""
     groups = _free_widths(unit)
-    fixed = [i for i in range(1, len(unit)) if not any(i in g for g in groups) and i != 3]
+    derived = (3,) if unit[0] in MOBILENET_KINDS else ()  # MBV2: follows the input width
+    fixed = [i for i in range(1, len(unit))
+             if not any(i in g for g in groups) and i not in derived]
     known = [unit_of(k) for k in table["units"]]
     same = [u for u in known if u[0] == unit[0] and len(u) == len(unit)
-            and all(u[i] == unit[i] for i in fixed) and bool(u[3]) == bool(unit[3])]
+            and all(u[i] == unit[i] for i in fixed)
+            and all(bool(u[i]) == bool(unit[i]) for i in derived)]
     corners = []
     for slots in groups:
         values = sorted({u[slots[0]] for u in same})

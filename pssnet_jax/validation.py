@@ -108,8 +108,6 @@ def _check_targets(name: str, targets, unit: str, span: list) -> None:
 def _validate_latency(config, space, need_table: bool) -> None:
     """The latency table exists and fits the supernet wherever the config needs it."""
     needs = "latency" in config.pssnet.constraints or config.export.latency_ms > 0
-    if needs:
-        latency.check_supported(space)
     if "latency" not in config:
         if needs:
             raise ValueError("latency pools or export.latency_ms need a config.latency section "

@@ -27,8 +27,8 @@ def linear_cost(unit, *args, **kwargs):
     """A made-up unit latency, linear in every width (interpolation must be exact on it)."""
     kind, hw = unit[0], unit[1]
     widths = sum(unit[2:5]) if kind.startswith("block") else sum(unit[2:4])
-    return 1e-4 * hw * hw * widths + {"stem": 0.6, "block": 0.7, "tail": 0.8,
-                                      "head": 0.9}[kind]
+    return 1e-4 * hw * hw * widths + {"stem": 0.6, "block": 0.7, "tail": 0.8, "head": 0.9,
+                                      "conv": 1.1, "pool": 1.2, "linear": 1.3}[kind]
 
 
 @pytest.fixture
@@ -69,6 +69,12 @@ def test_table_format_and_resume_of_an_interrupted_measurement(tmp_path, fake_ti
         latency.load_table(str(tmp_path / "bad.json"))
 
 
+RESNET_SPACES = {"resnet20": dict(num_classes=10, in_channels=1, resolutions=(24, 28),
+                                  mult_low=0.5),
+                 "resnet50": dict(num_classes=10, in_channels=3, resolutions=(32, 40),
+                                  width_mult=0.25)}
+
+
 def test_prediction_sums_units_and_interpolates_a_grid_table_exactly(tmp_path, fake_timing):
     """On a grid table (ImageNet-sized spaces) missing units are interpolated between the
     measured widths: exact for costs linear in the widths, as here."""
@@ -85,6 +91,45 @@ def test_prediction_sums_units_and_interpolates_a_grid_table_exactly(tmp_path, f
                                                                                rel=1e-9)
         checked += sum(latency.key_of(u) not in grid["units"] for u in units)
     assert checked > 30  # interpolation was exercised
+
+
+@pytest.mark.parametrize("model", list(RESNET_SPACES))
+def test_layer_units_are_the_layers_of_the_network(model, tmp_path, fake_timing):
+    """Every family without MobileNet's block units is timed layer by layer: a subnet's
+    conv / linear units, built as the latency table builds them, count the MACs of the
+    subnet's layers (traced, no compile: a unit with a wrong stride or width fails), and the
+    dependencies found for each unit position are the groups its widths come from."""
+    import jax
+    import jax.numpy as jnp
+    from common_jax import models, traced_flops
+    space = make_space(model, **RESNET_SPACES[model])
+    rng = np.random.default_rng(0)
+    subnet = space.subnet(*space.random(rng))
+    units = latency.subnet_units(space, subnet)
+    listed = traced_flops.layer_macs(space.arch(subnet), subnet.resolution)
+    traced = 0
+    for unit in units:
+        module = latency.UnitModule(unit, "conv")
+        x = jax.ShapeDtypeStruct((1, unit[1], unit[1], unit[2]), jnp.float32)
+        variables = jax.eval_shape(module.init, jax.random.key(0), x)
+        traced += traced_flops.jaxpr_macs(jax.make_jaxpr(module.apply)(variables, x).jaxpr)
+    assert traced == listed > 0
+    depends = latency.unit_dependencies(space, subnet.resolution)
+    names = [layer.name for layer in models.arch_layers(space.arch(subnet), subnet.resolution)
+             if layer.kind in ("conv", "avgpool", "linear")]
+    assert len(names) == len(units) == len(depends) and all(len(d) <= 2 for d in depends)
+    if model == "resnet20":  # groups: stage1-3 (0-2), then each block's inner width (3-11)
+        assert dict(zip(names, depends))["stem_conv"] == (0,)  # the stem joins stage 1
+        assert dict(zip(names, depends))["stage2_block0/conv1"] == (0, 6)
+        assert dict(zip(names, depends))["stage2_block0/conv2"] == (1, 6)
+        assert dict(zip(names, depends))["fc"] == (2,)
+    # a dense table predicts the sum of a subnet's units; a grid of layer units is refused
+    table = latency.build_table(space, str(tmp_path / "table.json"))
+    assert table["dense"] and latency.predict_subnet_ms(table, space, subnet) == pytest.approx(
+        0.5 + sum(linear_cost(u) - 0.5 for u in units))
+    with pytest.raises(ValueError, match=r"timed layer by layer .* more than "
+                                         r"config.latency.max_units=10 units"):
+        latency.build_table(space, str(tmp_path / "grid.json"), max_units=10)
 
 
 def tiny_space():

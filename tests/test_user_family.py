@@ -133,16 +133,27 @@ def test_a_family_without_width_groups_is_refused_by_pss_net(tmp_path):
                   str(tmp_path / "run"))
 
 
-def test_latency_pools_and_tables_of_a_family_without_latency_units_are_one_line(tmp_path):
+def test_a_user_familys_latency_table_is_timed_layer_by_layer(tmp_path, monkeypatch):
+    """Latency tables and pools need nothing more from a family: its units are the layers of
+    its ``layers`` (pssnet_jax/latency.py), timed here by a made-up linear cost."""
     from configs.pssnet.common import latency_section
+    from pssnet_jax import latency
+    from test_pssnet_latency import linear_cost
+    monkeypatch.setattr(latency, "measure_unit", lambda unit, *a, **k: linear_cost(unit))
+    monkeypatch.setattr(latency, "empty_call_ms", lambda *a: 0.5)
+    monkeypatch.setattr(latency, "calibrate", lambda *a: None)
+    path = str(tmp_path / "table.json")
     config = user_config(**{"pssnet.constraints": ("flops", "latency")})
     config.unlock()
-    config.latency = latency_section(str(tmp_path / "table.json"))
-    with pytest.raises(ValueError, match="MobileNet's latency units") as error:
-        registry.validate(config)
-    assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="MobileNet's latency units"):
-        api.latency_table(config, str(tmp_path / "table.json"))
+    config.latency = latency_section(path)
+    table = api.latency_table(config, path)
+    assert table["complete"] and {latency.unit_of(k)[0] for k in table["units"]} == {
+        "conv", "pool", "linear"}
+    registry.validate(config)  # latency pools of a user family, with its table
+    space = space_lib.space_from_config(config, DATASETS["embedded"])
+    units = latency.subnet_units(space, space.min_subnet())
+    assert latency.predict_subnet_ms(table, space, space.min_subnet()) == pytest.approx(
+        0.5 + sum(linear_cost(u) - 0.5 for u in units))
 
 
 def test_the_guide_shows_this_family():
