@@ -27,6 +27,11 @@ $PYTHON benchmarks/latency_predictor.py --table=$TABLES/b1.json \
     --out=$OUT/latency_predictor_b1.json
 $PYTHON benchmarks/latency_predictor.py --batch_size=32 --table=$TABLES/b32.json \
     --out=$OUT/latency_predictor_b32.json
+# the same for the ResNet-20 supernet, whose units are its layers
+for B in 1 32; do
+  $PYTHON benchmarks/latency_predictor.py --config=configs/pssnet/embedded_resnet.py \
+      --batch_size=$B --table=$TABLES/resnet_b$B.json --out=$OUT/latency_predictor_resnet_b$B.json
+done
 $PYTHON benchmarks/pod_efficiency.py --out=$OUT/pod_efficiency.json
 $PYTHON benchmarks/pod_efficiency.py --part=restart --out=$OUT/pod_restart.json
 $PYTHON benchmarks/input_pipeline.py --out=$OUT/input_pipeline.json

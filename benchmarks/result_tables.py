@@ -328,6 +328,8 @@ def all_tables() -> dict[str, str]:
         "input_pipeline_reading": input_pipeline_sentence([load(name) for name in INPUT_RUNS]),
         "latency_predictor": latency_predictor_table(
             [load("latency_predictor_b1.json"), load("latency_predictor_b32.json")]),
+        "latency_predictor_resnet": latency_predictor_table(
+            [load("latency_predictor_resnet_b1.json"), load("latency_predictor_resnet_b32.json")]),
     }
 
 

@@ -142,6 +142,25 @@ class Space:
         return resolution, mults
 
 
+def check_user_family(space: Space) -> None:
+    """One-line ValueError when a user family's forward fails at a subnet whose width groups
+    take different widths (a residual add or concatenation that joins two groups fails
+    there), or when its ``layers`` miscount that forward (traced on abstract values, nothing
+    compiled; common_jax/traced_flops.py)."""
+    from common_jax import traced_flops
+    mixed = [space.mult_low if i % 2 else space.mult_high for i in range(space.num_stages)]
+    for subnet in (space.max_subnet(), space.subnet(space.resolutions[0], mixed)):
+        arch = space.arch(subnet)
+        try:
+            traced_flops.traced_macs(arch, subnet.resolution)
+        except Exception as error:  # the family's own code: whatever it raises, one line
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"family {space.model!r}: its forward fails at the subnet "
+                             f"{subnet.to_json()}, whose width groups differ ({first}); does a "
+                             f"residual add join layers of different width groups?") from None
+        traced_flops.check_layers(arch, subnet.resolution)
+
+
 def resolution_range(lo: int, hi: int, step: int) -> tuple:
     if lo <= 0 or hi < lo or step <= 0 or (hi - lo) % step:
         raise ValueError(f"resolutions ({lo}, {hi}, {step}): need 0 < lo <= hi with hi - lo a "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common_jax import checkpoint, data, paths
+from common_jax import checkpoint, data, models, paths
 from pssnet_jax import constraints as constraints_lib, latency, report, space as space_lib
 from pssnet_jax import subnet_export
 
@@ -39,6 +39,8 @@ def validate(config, need_latency_table: bool = True) -> None:
         raise ValueError(f"config.pssnet.mult_range={tuple(cfg.mult_range)}: need 0 < low <= "
                          f"high <= 1")
     space = space_lib.space_from_config(config, data.dataset_info(config.dataset.name))
+    if models.is_import_path(config.model.name):
+        space_lib.check_user_family(space)
     names = tuple(cfg.constraints)
     if not names or len(set(names)) != len(names) or not set(names) <= set(
             constraints_lib.CONSTRAINTS):

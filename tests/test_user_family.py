@@ -6,6 +6,7 @@ guide's example is this family's file."""
 import os
 import types
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -101,6 +102,41 @@ def test_a_width_group_that_sets_no_layer_is_a_one_line_error(tmp_path):
                           "dcff.rates": "[0.0]*6"})
     with pytest.raises(ValueError, match="width group 'extra' of .* sets no conv") as error:
         api.train(config, str(tmp_path / "run"))
+    assert "\n" not in str(error.value)
+
+
+def forward_adding_across_groups(x, arch, *, conv, norm, depthwise, dtype):
+    """The test family's network with a planted defect: each block's second conv writes the
+    block's inner width, so the residual add joins that group to the stage's."""
+    x = nn.relu(norm("stem_bn")(conv(arch["stem"], 3, name="stem_conv")(x)))
+    x = nn.relu(norm("down_bn")(conv(arch["stage"], 3, 2, name="down_conv")(x)))
+    for i, mid in enumerate(arch["mids"]):
+        y = nn.relu(norm(f"block{i}_bn1")(conv(mid, 3, name=f"block{i}_conv1")(x)))
+        x = nn.relu(norm(f"block{i}_bn2")(conv(mid, 3, name=f"block{i}_conv2")(y)) + x)
+    x = nn.relu(norm("head_bn")(conv(arch["head"], 1, name="head_conv")(x)))
+    return ops.classifier(x, arch["num_classes"], kernel_init=ops.he_normal_fan_out,
+                          dtype=dtype)
+
+
+def test_an_add_across_width_groups_or_a_miscounting_layer_list_is_one_line(monkeypatch):
+    """PSS-Net traces a user family at a subnet whose groups differ before training: a
+    residual add across two groups (the plain network's forward replaced by the planted
+    one), or layers() that miscount the forward pass (the head conv left out), stops with one
+    line naming the family."""
+    residual_cnn_family.MISCOUNTED = types.SimpleNamespace(
+        **{**vars(residual_cnn_family.FAMILY), "layers": lambda arch, size: [
+            layer for layer in residual_cnn_family.layers(arch, size)
+            if layer.name != "head_conv"]})
+    with pytest.raises(ValueError, match=r"'residual_cnn_family:MISCOUNTED'.*: its layers\(\) "
+                                         r"count [\d,]+ MACs") as error:
+        registry.validate(user_config(**{"model.name": "residual_cnn_family:MISCOUNTED"}))
+    assert "\n" not in str(error.value)
+    registry.validate(user_config())  # the family as written passes
+    monkeypatch.setattr(residual_cnn_family, "forward", forward_adding_across_groups)
+    with pytest.raises(ValueError, match=r"family 'residual_cnn_family:FAMILY': its forward "
+                                         r"fails at the subnet .* does a residual add join "
+                                         r"layers of different width groups") as error:
+        registry.validate(user_config())
     assert "\n" not in str(error.value)
 
 
