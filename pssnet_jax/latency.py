@@ -22,9 +22,9 @@ are at most ``max_units`` (the embedded space); otherwise, for MobileNet, a grid
 middle and highest width of every width group at every resolution; ImageNet spaces have
 thousands of units and every new shape is one compile), and the predictor interpolates a
 unit missing from the table multilinearly in its widths between the neighbouring measured
-ones. A family timed layer by layer needs every unit (its layers' widths come from
-different groups, so neighbouring measured widths need not make the corners of a missing
-unit): a larger space is refused in one line. Either
+ones; for a family timed layer by layer, multilinearly in the widths of the groups the unit
+depends on, between the grid widths of each (its layers' widths must be its groups' widths;
+a family whose are not needs every unit measured). Either
 way each unit position takes every combination of the widths of the groups it depends on
 (found by changing one group at a time), the other groups at their widest.
 
@@ -123,33 +123,72 @@ def _stage_grid(space: Space, dense: bool) -> list[list[int]]:
 
 def units_to_measure(space: Space, max_units: int = 3000) -> tuple[list[tuple], bool]:
     """(sorted distinct units, dense): every unit of the space if at most ``max_units``,
-    else the units of the width grid (lowest, middle, highest per width group; MobileNet
-    only, ValueError for a family timed layer by layer)."""
+    else the units of the width grid (lowest, middle, highest per width group)."""
     units = _grid_units(space, _stage_grid(space, dense=True), limit=max_units)
     if units is not None:
         return sorted(units), True
     if space.full_arch["family"] not in mobilenet.VERSIONS:
-        raise ValueError(f"model.name={space.model!r} is timed layer by layer and its structure "
-                         f"space has more than config.latency.max_units={max_units} units; a "
-                         f"grid of them (interpolated) is MobileNet's only: raise max_units or "
-                         f"use FLOPs pools")
+        _check_group_widths(space)
     return sorted(_grid_units(space, _stage_grid(space, dense=False))), False
 
 
+def _check_group_widths(space: Space) -> None:
+    """ValueError unless every width slot of a layer unit is its group's width (what the
+    interpolation of a grid table by groups needs)."""
+    for resolution in space.resolutions:
+        widest = [max(c) for c in stage_choices(space)]
+        base = subnet_units(space, Subnet(resolution, tuple(widest)))
+        for unit, found in zip(base, unit_slots(space, resolution)):
+            for group, slots in found:
+                if not slots or any(unit[i] != widest[group] for i in slots):
+                    raise ValueError(
+                        f"model.name={space.model!r}: its unit {key_of(unit)} changes with "
+                        f"width group {space.groups[space.identity[group]].name!r} but not "
+                        f"as that group's width, so a grid table cannot be interpolated; "
+                        f"raise config.latency.max_units above the space's unit count or "
+                        f"use FLOPs pools")
+
+
+def unit_slots(space: Space, resolution: int) -> list[tuple]:
+    """For every unit position of a subnet, ((group, slots), ...): the ``Subnet.channels``
+    indices (width groups) whose width changes that unit, each with the slots of the unit key
+    it changes; found by narrowing one group of the widest subnet at a time (cached)."""
+    key = (_space_key(space), int(resolution))
+    if key not in _SLOTS:
+        widest = [max(c) for c in stage_choices(space)]
+        base = subnet_units(space, Subnet(resolution, tuple(widest)))
+        found = [[] for _ in base]
+        for group, choices in enumerate(stage_choices(space)):
+            channels = list(widest)
+            channels[group] = min(choices)
+            narrowed = subnet_units(space, Subnet(resolution, tuple(channels)))
+            for position, (old, new) in enumerate(zip(base, narrowed)):
+                slots = tuple(i for i in range(1, len(old)) if old[i] != new[i])
+                if old != new:
+                    found[position].append((group, slots))
+        _SLOTS[key] = [tuple(f) for f in found]
+    return _SLOTS[key]
+
+
+_SLOTS: dict = {}  # unit_slots of a space at a resolution; the grid of a space
+
+
+def _space_key(space: Space) -> tuple:
+    return (space.model, json.dumps(space.full_arch, sort_keys=True, default=str),
+            space.mult_low, space.mult_high)
+
+
+def _cached_grid(space: Space) -> list[list[int]]:
+    key = (_space_key(space), "grid")
+    if key not in _SLOTS:
+        _SLOTS[key] = _stage_grid(space, dense=False)
+    return _SLOTS[key]
+
+
 def unit_dependencies(space: Space, resolution: int) -> list[tuple]:
-    """For every unit position of a subnet, the ``Subnet.channels`` indices (width groups)
-    whose width changes that unit: found by narrowing one group of the widest subnet."""
-    widest = [max(c) for c in stage_choices(space)]
-    base = subnet_units(space, Subnet(resolution, tuple(widest)))
-    depends = [[] for _ in base]
-    for group, choices in enumerate(stage_choices(space)):
-        channels = list(widest)
-        channels[group] = min(choices)
-        for position, unit in enumerate(subnet_units(space, Subnet(resolution,
-                                                                   tuple(channels)))):
-            if unit != base[position]:
-                depends[position].append(group)
-    return [tuple(d) for d in depends]
+    """For every unit position of a subnet, the width groups (``Subnet.channels`` indices)
+    whose width changes that unit."""
+    return [tuple(group for group, _ in found) for found in unit_slots(space, resolution)]
 
 
 def _grid_units(space: Space, grid: list[list[int]], limit: int | None = None) -> set | None:
@@ -353,7 +392,7 @@ def calibrate(table: dict, space: Space, batch: int, repeats: int, count: int,
     """Least-squares ``measured = scale * raw + offset`` over whole measured subnets."""
     raw, measured = [], []
     for subnet in calibration_set(space, count):
-        raw.append(predict_ms(table, subnet_units(space, subnet), calibrated=False))
+        raw.append(predict_subnet_ms(table, space, subnet, calibrated=False))
         measured.append(measure_subnet_ms(space, subnet, batch, repeats, depthwise_impl))
     scale, offset = np.polyfit(raw, measured, 1)
     log.info("latency table calibration: measured = %.3f * raw + %.4f ms (%d subnets)", scale,
@@ -419,22 +458,59 @@ def _interpolated(table: dict, unit: tuple) -> float:
     return total
 
 
-def predict_ms(table: dict, units: Sequence[tuple], calibrated: bool = True) -> float:
-    """Predicted latency (ms) of a chain of units: the table's entries (interpolated where
-    missing) plus one empty call, then the table's calibration (if any and ``calibrated``)."""
+def predict_ms(table: dict, units: Sequence[tuple], calibrated: bool = True,
+               interpolate=None) -> float:
+    """Predicted latency (ms) of a chain of units: the table's entries (missing ones from
+    ``interpolate(position, unit)``, by default between the measured widths of like units)
+    plus one empty call, then the table's calibration (if any and ``calibrated``)."""
+    interpolate = interpolate or (lambda position, unit: _interpolated(table, unit))
     total = table["empty_call_ms"]
-    for unit in units:
+    for position, unit in enumerate(units):
         key = key_of(unit)
-        total += table["units"][key] if key in table["units"] else _interpolated(table, unit)
+        total += table["units"][key] if key in table["units"] else interpolate(position, unit)
     calibration = table.get("calibration")
     if calibrated and calibration:
         total = calibration["scale"] * total + calibration["offset"]
     return total
 
 
+def _interpolated_by_groups(table: dict, grid: list, slots_of: list, subnet: Subnet,
+                            position: int, unit: tuple) -> float:
+    """A layer unit missing from a grid table: multilinear in the widths of the groups it
+    depends on (``slots_of``: ``unit_slots``), between the ``grid`` widths of each group
+    below and above the subnet's (the corners are the units the grid measured there)."""
+    corners = []
+    for group, slots in slots_of[position]:
+        width = subnet.channels[group]
+        below = max(v for v in grid[group] if v <= width)
+        above = min(v for v in grid[group] if v >= width)
+        weight = 0.0 if above == below else (width - below) / (above - below)
+        corners.append([(slots, below, 1 - weight), (slots, above, weight)])
+    total = 0.0
+    for choice in itertools.product(*corners):
+        weight = float(np.prod([w for _, _, w in choice]))
+        if weight == 0:
+            continue
+        corner = list(unit)
+        for slots, value, _ in choice:
+            for slot in slots:
+                corner[slot] = value
+        key = key_of(tuple(corner))
+        if key not in table["units"]:
+            raise ValueError(f"latency table lacks {key}, needed to interpolate {key_of(unit)}")
+        total += weight * table["units"][key]
+    return total
+
+
 def predict_subnet_ms(table: dict, space: Space, subnet: Subnet,
                       calibrated: bool = True) -> float:
-    return predict_ms(table, subnet_units(space, subnet), calibrated)
+    """Predicted latency (ms) of a subnet (``predict_ms``); a family timed layer by layer
+    interpolates missing units by its width groups (``_interpolated_by_groups``)."""
+    interpolate = None
+    if space.full_arch["family"] not in mobilenet.VERSIONS:
+        interpolate = functools.partial(_interpolated_by_groups, table, _cached_grid(space),
+                                        unit_slots(space, subnet.resolution), subnet)
+    return predict_ms(table, subnet_units(space, subnet), calibrated, interpolate)
 
 
 def check_table_matches(table: dict, space: Space, path: str) -> None:

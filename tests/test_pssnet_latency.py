@@ -75,10 +75,15 @@ RESNET_SPACES = {"resnet20": dict(num_classes=10, in_channels=1, resolutions=(24
                                   width_mult=0.25)}
 
 
-def test_prediction_sums_units_and_interpolates_a_grid_table_exactly(tmp_path, fake_timing):
+@pytest.mark.parametrize("model", ["mobilenet_v2", *RESNET_SPACES])
+def test_prediction_sums_units_and_interpolates_a_grid_table_exactly(model, tmp_path,
+                                                                     fake_timing):
     """On a grid table (ImageNet-sized spaces) missing units are interpolated between the
-    measured widths: exact for costs linear in the widths, as here."""
-    space = small_space()
+    measured widths: exact for costs linear in the widths, as here. A family timed layer by
+    layer (the ResNets) interpolates in the widths of the groups each unit depends on
+    (ResNet-50's 3x3 conv ties its input and output to one group)."""
+    space = small_space() if model == "mobilenet_v2" else make_space(model,
+                                                                     **RESNET_SPACES[model])
     grid = latency.build_table(space, str(tmp_path / "grid.json"), max_units=0)
     assert not grid["dense"] and len(grid["units"]) < len(latency.units_to_measure(space)[0])
     rng = np.random.default_rng(0)
@@ -123,13 +128,10 @@ def test_layer_units_are_the_layers_of_the_network(model, tmp_path, fake_timing)
         assert dict(zip(names, depends))["stage2_block0/conv1"] == (0, 6)
         assert dict(zip(names, depends))["stage2_block0/conv2"] == (1, 6)
         assert dict(zip(names, depends))["fc"] == (2,)
-    # a dense table predicts the sum of a subnet's units; a grid of layer units is refused
+    # a dense table predicts the sum of a subnet's units
     table = latency.build_table(space, str(tmp_path / "table.json"))
     assert table["dense"] and latency.predict_subnet_ms(table, space, subnet) == pytest.approx(
         0.5 + sum(linear_cost(u) - 0.5 for u in units))
-    with pytest.raises(ValueError, match=r"timed layer by layer .* more than "
-                                         r"config.latency.max_units=10 units"):
-        latency.build_table(space, str(tmp_path / "grid.json"), max_units=10)
 
 
 def tiny_space():
@@ -289,3 +291,16 @@ def test_recorded_predictor_beats_the_constant_median_at_batch_32():
         measured = [r["measured_ms"] for r in document["subnets"]]
         ratio = document["median_abs_error"] / result_tables.constant_median_error(measured)
         assert (ratio <= 0.6) == informative, (name, ratio)
+
+
+def test_the_resnet50_supernet_gets_the_grid_table_docs_latency_names():
+    """docs/latency.md's grid size for configs/pssnet/resnet50_imagenet.py is the one
+    units_to_measure gives (no unit measured)."""
+    from configs.pssnet.resnet50_imagenet import get_config
+    space = space_from_config(get_config(), data.DATASETS["imagenet2012"])
+    units, dense = latency.units_to_measure(space, get_config().latency.max_units)
+    assert not dense and all(u[0] in ("conv", "pool", "linear") for u in units)
+    with open(os.path.join(ROOT, "docs", "latency.md")) as f:
+        text = " ".join(f.read().split())
+    assert (f"a grid of {len(units):,} units at its {len(space.resolutions)} resolutions"
+            in text)

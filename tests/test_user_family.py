@@ -190,6 +190,19 @@ def test_a_user_familys_latency_table_is_timed_layer_by_layer(tmp_path, monkeypa
     units = latency.subnet_units(space, space.min_subnet())
     assert latency.predict_subnet_ms(table, space, space.min_subnet()) == pytest.approx(
         0.5 + sum(linear_cost(u) - 0.5 for u in units))
+    grid = latency.build_table(space, str(tmp_path / "grid.json"), max_units=0)  # a grid too
+    assert not grid["dense"] and latency.predict_subnet_ms(
+        grid, space, space.min_subnet()) == pytest.approx(
+        latency.predict_subnet_ms(table, space, space.min_subnet()))
+    # a layer width derived from a group (the head at twice the stage) cannot be interpolated
+    residual_cnn_family.DERIVED = types.SimpleNamespace(**{
+        **vars(residual_cnn_family.FAMILY), "with_group_widths": lambda arch, w, md: dict(
+            residual_cnn_family.with_group_widths(arch, w, md), head=2 * w[1])})
+    derived = space_lib.space_from_config(
+        user_config(**{"model.name": "residual_cnn_family:DERIVED"}), DATASETS["embedded"])
+    with pytest.raises(ValueError, match=r"unit conv:.* changes with width group 'stage' but "
+                                         r"not as that group's width"):
+        latency.build_table(derived, str(tmp_path / "derived.json"), max_units=0)
 
 
 def test_the_guide_shows_this_family():
