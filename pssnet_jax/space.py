@@ -143,11 +143,23 @@ class Space:
 
 
 def check_user_family(space: Space) -> None:
-    """One-line ValueError when a user family's forward fails at a subnet whose width groups
-    take different widths (a residual add or concatenation that joins two groups fails
-    there), or when its ``layers`` miscount that forward (traced on abstract values, nothing
+    """One-line ValueError when a user family's width group sets no layer's width, when its
+    forward fails at a subnet whose width groups take different widths (a residual add or
+    concatenation that joins two groups fails there), or when its ``layers`` miscount that
+    forward (traced on abstract values, nothing
     compiled; common_jax/traced_flops.py)."""
     from common_jax import traced_flops
+
+    def widths(arch):
+        return [(layer.name, layer.in_ch, layer.out_ch) for layer in
+                space.family.layers(arch, space.resolutions[-1])]
+    full = widths(space.arch_of(list(space.base_widths), ops.make_divisible))
+    for index, group in enumerate(space.groups):
+        wider = list(space.base_widths)
+        wider[index] += 8
+        if not group.inert and widths(space.arch_of(wider, ops.make_divisible)) == full:
+            raise ValueError(f"width group {group.name!r} of family {space.model!r} sets no "
+                             f"layer's width (its with_group_widths ignores it)")
     mixed = [space.mult_low if i % 2 else space.mult_high for i in range(space.num_stages)]
     for subnet in (space.max_subnet(), space.subnet(space.resolutions[0], mixed)):
         arch = space.arch(subnet)

@@ -91,6 +91,7 @@ def test_a_user_family_trains_with_dcff_and_exports_its_compact_model(tmp_path):
 
 
 def test_a_width_group_that_sets_no_layer_is_a_one_line_error(tmp_path):
+    """For DCFF (no conv to fuse) and for PSS-Net (no layer's width)."""
     def width_groups(arch):
         return residual_cnn_family.width_groups(arch) + (models.family.WidthGroup("extra", 8),)
     residual_cnn_family.EXTRA_GROUP = types.SimpleNamespace(
@@ -103,6 +104,9 @@ def test_a_width_group_that_sets_no_layer_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="width group 'extra' of .* sets no conv") as error:
         api.train(config, str(tmp_path / "run"))
     assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="width group 'extra' of family "
+                                         "'residual_cnn_family:EXTRA_GROUP' sets no layer"):
+        registry.validate(user_config(**{"model.name": "residual_cnn_family:EXTRA_GROUP"}))
 
 
 def forward_adding_across_groups(x, arch, *, conv, norm, depthwise, dtype):
