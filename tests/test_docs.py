@@ -66,6 +66,24 @@ def test_readme_pssnet_table_is_the_committed_default_run():
         readme.split())
 
 
+def test_readme_resnet_supernet_table_is_the_committed_run():
+    """README's ResNet-20 supernet table and sentence are docs/results/embedded_resnet/
+    (subnets.json and summary.json of python launch.py --config=configs/pssnet/
+    embedded_resnet.py)."""
+    from pssnet_jax import report
+    folder = os.path.join(ROOT, "docs", "results", "embedded_resnet")
+    with open(os.path.join(folder, "subnets.json")) as f:
+        document = json.load(f)
+    with open(os.path.join(folder, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert report.markdown_table(document) in readme
+    assert summary["model"] == "resnet20" and summary["eval_accuracy"] == document["max"][
+        "test_accuracy"]
+    assert report.run_sentence(summary) in " ".join(readme.split())
+
+
 def test_readme_dcff_soft_phase_and_study_duration_are_computed():
     """README's share of the DCFF soft phase is the temperature schedule's (dcff_jax.fusion):
     only epoch 0 has T below the bound, at 300 and at 4 epochs; the evidence study's minutes
