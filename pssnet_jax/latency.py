@@ -7,7 +7,8 @@ tail conv, and the head (average pool + classifier). Every other family (the Res
 user's) is cut into the layers its ``layers`` lists: every conv with a BatchNorm and ReLU
 after it, the average pool and the classifier (residual adds, shortcuts and max-pools are
 left to the calibration below). A unit's latency depends only on its key: kind, input size,
-input, middle and output widths, stride (and the residual). The table maps keys to the median latency of
+input, middle and output widths, stride (and the residual). The table maps keys to the
+median latency of
 that unit alone (jitted, eval-mode BatchNorm, warmed up, synchronised, repeated) minus the
 cost of an empty jitted call; the raw prediction sums a subnet's units and adds the empty
 call once, since a whole exported model is one call too. A chain of separately called units
@@ -18,15 +19,15 @@ measured end to end (the min and max net and ``calibration_subnets`` random ones
 ``predict_*`` apply it.
 
 Which units are measured (``units_to_measure``): every distinct unit of the space when there
-are at most ``max_units`` (the embedded space); otherwise, for MobileNet, a grid (the lowest,
-middle and highest width of every width group at every resolution; ImageNet spaces have
-thousands of units and every new shape is one compile), and the predictor interpolates a
-unit missing from the table multilinearly in its widths between the neighbouring measured
-ones; for a family timed layer by layer, multilinearly in the widths of the groups the unit
-depends on, between the grid widths of each (its layers' widths must be its groups' widths;
-a family whose are not needs every unit measured). Either
-way each unit position takes every combination of the widths of the groups it depends on
-(found by changing one group at a time), the other groups at their widest.
+are at most ``max_units`` (the embedded space); otherwise a grid (the lowest, middle and
+highest width of every width group at every resolution; ImageNet spaces have thousands of
+units and every new shape is one compile). Either way each unit position takes every
+combination of the widths of the groups it depends on (found by changing one group at a
+time), the other groups at their widest. The predictor interpolates a unit missing from a
+grid table multilinearly: MobileNet's in its widths between the neighbouring measured ones, a
+layer-timed family's in the widths of the groups the unit depends on, between the grid
+widths of each (its layers' widths must be its groups' widths; a family whose are not needs
+every unit measured).
 
 The table is JSON (``FORMAT``, ``VERSION``) with the device, JAX version, batch size, dtype and
 date; it is rewritten atomically every few units, and a run with the same path and settings

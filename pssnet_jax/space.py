@@ -6,8 +6,9 @@ MobileNetV2 9 (stem, the 7 stage outputs shared by all blocks of a stage, and th
 multiplier is sampled but inert: the tail always has its full width), a CIFAR ResNet-20 12
 (three stage widths, nine block inner widths), ResNet-50 21. Group widths are
 ``make_divisible(base * m)`` (divisor 8, the 10% rule); derived widths (an MBV2 block's
-expansion, ``make_divisible(6 * actual input width)``) come from the family. Multipliers are drawn from
-U(0.75, 1.0) rounded to 3 decimals and resolutions from ``make_divisible(U(lo, hi), step, lo)``.
+expansion, ``make_divisible(6 * actual input width)``) come from the family. Multipliers
+are drawn from U(0.75, 1.0) rounded to 3 decimals and resolutions from
+``make_divisible(U(lo, hi), step, lo)``.
 
 A subnet's identity (``Subnet``) is its resolution plus its stage channel counts, a plain
 structured value: different multipliers that round to the same channels are the same subnet.

@@ -44,11 +44,11 @@ def test_readme_ladder_table_is_the_committed_ladder():
     assert document["measured_on"] and all(r["onnxruntime_ms"] for r in document["rungs"])
 
 
-def test_readme_pssnet_table_is_the_committed_default_run():
-    """README's table of kept subnets is docs/results/embedded_default/subnets.json (the
-    raw output of python launch.py), with the summary's max and min net accuracies."""
+def check_committed_run(name: str) -> tuple[dict, str]:
+    """README's table and run sentence of a PSS-Net run committed in docs/results/<name>/
+    (its subnets.json and summary.json): (summary, README with its lines joined)."""
     from pssnet_jax import report
-    folder = os.path.join(ROOT, "docs", "results", "embedded_default")
+    folder = os.path.join(ROOT, "docs", "results", name)
     with open(os.path.join(folder, "subnets.json")) as f:
         document = json.load(f)
     with open(os.path.join(folder, "summary.json")) as f:
@@ -59,29 +59,24 @@ def test_readme_pssnet_table_is_the_committed_default_run():
     assert (document["max"]["test_accuracy"], document["min"]["test_accuracy"]) == (
         summary["eval_accuracy"], summary["min_eval_accuracy"])
     assert report.run_sentence(summary) in " ".join(readme.split())
+    return summary, " ".join(readme.split())
+
+
+def test_readme_pssnet_table_is_the_committed_default_run():
+    """README's table of kept subnets is docs/results/embedded_default/subnets.json (the
+    raw output of python launch.py), with the summary's max and min net accuracies."""
+    summary, readme = check_committed_run("embedded_default")
     # the README's opening and results lines round that training loop to minutes
     minutes = f"about {summary['wall_time_s'] / 60:.0f} minutes"
-    assert f"offline, {minutes} on 2 CPU cores" in " ".join(readme.split())
-    assert f"in {minutes} on a 2-core CPU machine (the training loop of seed 0" in " ".join(
-        readme.split())
+    assert f"offline, {minutes} on 2 CPU cores" in readme
+    assert f"in {minutes} on a 2-core CPU machine (the training loop of seed 0" in readme
 
 
 def test_readme_resnet_supernet_table_is_the_committed_run():
     """README's ResNet-20 supernet table and sentence are docs/results/embedded_resnet/
-    (subnets.json and summary.json of python launch.py --config=configs/pssnet/
-    embedded_resnet.py)."""
-    from pssnet_jax import report
-    folder = os.path.join(ROOT, "docs", "results", "embedded_resnet")
-    with open(os.path.join(folder, "subnets.json")) as f:
-        document = json.load(f)
-    with open(os.path.join(folder, "summary.json")) as f:
-        summary = json.load(f)
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    assert report.markdown_table(document) in readme
-    assert summary["model"] == "resnet20" and summary["eval_accuracy"] == document["max"][
-        "test_accuracy"]
-    assert report.run_sentence(summary) in " ".join(readme.split())
+    (python launch.py --config=configs/pssnet/embedded_resnet.py)."""
+    summary, _ = check_committed_run("embedded_resnet")
+    assert summary["model"] == "resnet20"
 
 
 def test_readme_dcff_soft_phase_and_study_duration_are_computed():

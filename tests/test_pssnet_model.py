@@ -26,7 +26,8 @@ def test_align_corners_resize_matches_the_torch_formula():
 
 def small_space(model):
     return space_lib.make_space(model, num_classes=10, in_channels=3, resolutions=(24, 28, 32),
-                                small_input=True, width_mult=0.25 if model == "resnet50" else 0.5)
+                                small_input=True,
+                                width_mult=0.25 if model == "resnet50" else 0.5)
 
 
 @pytest.mark.parametrize("model,encoding", [
@@ -37,7 +38,8 @@ def test_masked_supernet_equals_the_exported_sliced_subnet(model, encoding, tmp_
     """Also the ResNets (issue #29 part 2): resnet20's stage widths differ from subnet to
     subnet, so the option-A shortcut's padding moves (a masked shortcut that padded by the
     max net's (out - in) / 2 fails); ResNet-50's projections mask as they are."""
-    if encoding == "one_per_bn" and model.startswith("mobilenet"):  # the widths encoding of families without active_widths
+    if encoding == "one_per_bn" and model.startswith("mobilenet"):
+        # the widths encoding of families without active_widths
         monkeypatch.delattr(models.mobilenet, "active_widths")
         monkeypatch.delattr(models.mobilenet, "with_active_widths")
     space = small_space(model)

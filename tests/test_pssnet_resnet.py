@@ -21,7 +21,8 @@ def resnet_tiny():
     """configs/pssnet/embedded_resnet.py's space on pss_tiny's data and schedule."""
     from configs.pssnet.embedded_resnet import get_config
     resnet = get_config()
-    return pss_tiny(**{"model.name": resnet.model.name, "pssnet.mult_range": resnet.pssnet.mult_range,
+    return pss_tiny(**{"model.name": resnet.model.name,
+                       "pssnet.mult_range": resnet.pssnet.mult_range,
                        "pssnet.targets": (8.0, 28.0, 4.0)})
 
 
