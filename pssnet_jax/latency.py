@@ -62,12 +62,18 @@ VERSION = 1
 MOBILENET_KINDS = ("stem", "block", "block_v1", "tail", "head")
 
 
+def timed_by_layers(arch: dict) -> bool:
+    """Whether a description's family is timed layer by layer (every family but MobileNet,
+    whose units are its blocks)."""
+    return arch["family"] not in mobilenet.VERSIONS
+
+
 def arch_units(arch: dict, resolution: int) -> list[tuple]:
     """The unit keys of a plain description at an input size, in order: MobileNet's blocks
     (``mobilenet_units``), any other family's layers (``layer_units``)."""
-    if arch["family"] in mobilenet.VERSIONS:
-        return mobilenet_units(arch, resolution)
-    return layer_units(arch, resolution)
+    if timed_by_layers(arch):
+        return layer_units(arch, resolution)
+    return mobilenet_units(arch, resolution)
 
 
 def layer_units(arch: dict, resolution: int) -> list[tuple]:
@@ -128,7 +134,7 @@ def units_to_measure(space: Space, max_units: int = 3000) -> tuple[list[tuple], 
     units = _grid_units(space, _stage_grid(space, dense=True), limit=max_units)
     if units is not None:
         return sorted(units), True
-    if space.full_arch["family"] not in mobilenet.VERSIONS:
+    if timed_by_layers(space.full_arch):
         _check_group_widths(space)
     return sorted(_grid_units(space, _stage_grid(space, dense=False))), False
 
@@ -136,8 +142,8 @@ def units_to_measure(space: Space, max_units: int = 3000) -> tuple[list[tuple], 
 def _check_group_widths(space: Space) -> None:
     """ValueError unless every width slot of a layer unit is its group's width (what the
     interpolation of a grid table by groups needs)."""
+    widest = [max(c) for c in stage_choices(space)]
     for resolution in space.resolutions:
-        widest = [max(c) for c in stage_choices(space)]
         base = subnet_units(space, Subnet(resolution, tuple(widest)))
         for unit, found in zip(base, unit_slots(space, resolution)):
             for group, slots in found:
@@ -508,7 +514,7 @@ def predict_subnet_ms(table: dict, space: Space, subnet: Subnet,
     """Predicted latency (ms) of a subnet (``predict_ms``); a family timed layer by layer
     interpolates missing units by its width groups (``_interpolated_by_groups``)."""
     interpolate = None
-    if space.full_arch["family"] not in mobilenet.VERSIONS:
+    if timed_by_layers(space.full_arch):
         interpolate = functools.partial(_interpolated_by_groups, table, _cached_grid(space),
                                         unit_slots(space, subnet.resolution), subnet)
     return predict_ms(table, subnet_units(space, subnet), calibrated, interpolate)

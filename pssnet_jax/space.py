@@ -147,8 +147,7 @@ def check_user_family(space: Space) -> None:
     """One-line ValueError when a user family's width group sets no layer's width, when its
     forward fails at a subnet whose width groups take different widths (a residual add or
     concatenation that joins two groups fails there), or when its ``layers`` miscount that
-    forward (traced on abstract values, nothing
-    compiled; common_jax/traced_flops.py)."""
+    forward (traced on abstract values, nothing compiled; common_jax/traced_flops.py)."""
     from common_jax import traced_flops
 
     def widths(arch):
