@@ -190,6 +190,83 @@ def paired_table(rows: list[dict], lengths: tuple = LENGTHS,
     return "\n".join(lines)
 
 
+def _paired(rows: list[dict], a: str, b: str) -> list[str]:
+    """[n, mean difference, t-test p, Wilcoxon p] of arm a - arm b over the seeds both have."""
+    acc = accuracies(rows)
+    seeds = sorted(set(acc.get(a, {})) & set(acc.get(b, {})))
+    return study.paired_cells([acc[a][s] for s in seeds],
+                              [acc[b][s] for s in seeds]).split(" | ")
+
+
+def difference(rows: list[dict], a: str, b: str) -> str:
+    """'+4.20 points (p 0.00132)': arm a - arm b paired by seed, two-sided paired t-test."""
+    _, diff, t_p, _ = _paired(rows, a, b)
+    return f"{diff} points (p {t_p})"
+
+
+def arm_mean(rows: list[dict], arm: str) -> str:
+    """'89.89 ± 0.06%': an arm's test accuracy over its seeds."""
+    return study.mean_std(r["test_accuracy"] for r in rows if r["arm"] == arm) + "%"
+
+
+def schedule_sentence(rows: list[dict], lengths: tuple = LENGTHS) -> str:
+    """docs/RESULTS.md section 1c: progress - epoch schedule at each length, per DCFF mode."""
+    parts = [f"at {e} epochs: faithful "
+             f"{difference(rows, f'faithful progress {e}', f'faithful epoch {e}')}, stable "
+             f"{difference(rows, f'stable progress {e}', f'stable epoch {e}')}" for e in lengths]
+    return "the progress schedule against the per-epoch one " + "; ".join(parts)
+
+
+def length_sentence(rows: list[dict], lengths: tuple = LENGTHS) -> str:
+    """docs/RESULTS.md section 1c: the long - short length at each schedule, and scratch's."""
+    short, long = lengths
+    parts = [f"{m} {difference(rows, f'{m} epoch {long}', f'{m} epoch {short}')} with the "
+             f"per-epoch and {difference(rows, f'{m} progress {long}', f'{m} progress {short}')}"
+             f" with the progress schedule" for m in MODES]
+    return (f"{long} epochs against {short}: " + ", ".join(parts) +
+            f", scratch {difference(rows, f'scratch {long}', f'scratch {short}')}")
+
+
+def control_sentence(rows: list[dict], lengths: tuple = LENGTHS,
+                     finetune: int = FINETUNE_EPOCHS) -> str:
+    """docs/RESULTS.md section 1c and README: the 8-epoch progress DCFF arms and scratch
+    against L1 pruned from the full-width network of the same length (more training in all)
+    and from the one of half the length (the same training in all)."""
+    short, long = lengths
+    text = []
+    for pre, words in ((long, f"trained as long as DCFF ({long} epochs; {long + finetune} in "
+                              f"all)"),
+                       (short, f"of {short} epochs ({short + finetune} in all, as DCFF)")):
+        control = f"l1 {pre}+{finetune}"
+        text.append(
+            f"L1 pruned from the full-width network {words} and fine-tuned for {finetune} "
+            f"reaches {arm_mean(rows, control)}; against it faithful "
+            f"{difference(rows, f'faithful progress {long}', control)}, stable "
+            f"{difference(rows, f'stable progress {long}', control)}, scratch "
+            f"{difference(rows, f'scratch {long}', control)}")
+    return "; ".join(text)
+
+
+def scratch_sentence(rows: list[dict], lengths: tuple = LENGTHS) -> str:
+    """docs/RESULTS.md section 1c and README: DCFF - scratch at each length and schedule."""
+    parts = [f"{m} {s} {e} {difference(rows, f'{m} {s} {e}', f'scratch {e}')}"
+             for e in lengths for s in SCHEDULES for m in MODES]
+    return "DCFF against scratch of the same length: " + ", ".join(parts)
+
+
+def bonferroni_sentence(rows: list[dict], lengths: tuple = LENGTHS,
+                        finetune: int = FINETUNE_EPOCHS) -> str:
+    """docs/RESULTS.md section 1c: which comparisons of the paired table keep a t-test p under
+    0.05 / (the number of comparisons)."""
+    tested = [(a, b, _paired(rows, a, b)) for _, a, b in comparisons(lengths, finetune)]
+    tested = [(a, b, cells) for a, b, cells in tested if cells[2] != "-"]
+    bound = 0.05 / len(tested)
+    kept = [f"{a} - {b} ({cells[1]})" for a, b, cells in tested if float(cells[2]) < bound]
+    return (f"{len(kept)} of the {len(tested)} paired comparisons keep a t-test p under the "
+            f"Bonferroni bound 0.05 / {len(tested)} = {bound:.2g}"
+            + (": " + ", ".join(kept) if kept else ""))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -366,3 +366,42 @@ def test_dcff_design_pairs_schedule_length_and_controls_by_seed():
     assert cells("scratch 8 - l1 8+4") == ["3", "+0.00"]
     arm_table = dcff_design.arm_table(rows)
     assert "| l1 | - | 8 + 4 fine-tuning (12) | 15.50 | 83.00 ± 1.00 (n=3) |" in arm_table
+
+
+def test_dcff_design_sentences_read_the_paired_comparisons():
+    """The reading's sentences name each difference with its own arms: progress adds
+    1.0-1.3 points over seeds 0-3 (mean +1.15), and stable's per-epoch arms lose 0.5 more
+    (its schedule difference +1.65); a noise by variant, length and seed makes every other
+    p defined. Mutants that failed it: the schedule sentence pairing stable's progress arm with
+    faithful's per-epoch arm; the Bonferroni bound divided by the comparisons that have a
+    p below 0.05 instead of all that were tested."""
+    from scipy import stats
+    from evidence import dcff_design
+    rows, acc = [], {}
+    for seed in range(4):
+        for arm in dcff_design.arms():
+            key = sum(map(ord, arm["variant"])) + 3 * arm["total_epochs"]  # not the schedule
+            noise = 1e-4 * (key * (seed + 1) ** 2 % 11)
+            value = 0.85 + 0.01 * (arm["total_epochs"] > 4) + noise
+            value += (0.01 + 0.001 * seed) * (arm["schedule"] == "progress")
+            value -= 0.005 * (arm["variant"] == "stable" and arm["schedule"] == "epoch")
+            rows.append({**arm, "seed": seed, "test_accuracy": value, "flops": 15.5e6})
+            acc.setdefault(arm["arm"], []).append(value)
+    p_faithful = stats.ttest_rel(acc["faithful progress 8"], acc["faithful epoch 8"]).pvalue
+    p_stable = stats.ttest_rel(acc["stable progress 8"], acc["stable epoch 8"]).pvalue
+    assert dcff_design.schedule_sentence(rows).endswith(
+        f"at 8 epochs: faithful +1.15 points (p {p_faithful:.3g}), "
+        f"stable +1.65 points (p {p_stable:.3g})")
+    p_scratch = stats.ttest_rel(acc["faithful progress 8"], acc["scratch 8"]).pvalue
+    assert f"faithful progress 8 +1.1" in dcff_design.scratch_sentence(rows)
+    assert f"(p {p_scratch:.3g}), stable progress 8" in dcff_design.scratch_sentence(rows)
+    control = dcff_design.control_sentence(rows)
+    assert control.startswith("L1 pruned from the full-width network trained as long as DCFF "
+                              "(8 epochs; 12 in all) and fine-tuned for 4 reaches 86.0")
+    pairs = dcff_design.comparisons()
+    kept = sum(stats.ttest_rel(acc[a], acc[b]).pvalue < 0.05 / len(pairs) for _, a, b in pairs)
+    bonferroni = dcff_design.bonferroni_sentence(rows)
+    assert 0 < kept < len(pairs) == 27
+    assert bonferroni.startswith(f"{kept} of the 27 paired comparisons keep a t-test p under "
+                                 "the Bonferroni bound 0.05 / 27 = 0.0019: ")
+    assert "stable progress 4 - stable epoch 4 (+1.65)" in bonferroni
