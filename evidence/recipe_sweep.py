@@ -288,24 +288,45 @@ def sampling_table(rows: list[dict], candidate: str) -> str:
     return "\n".join(lines)
 
 
-def sampling_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
-    """docs/RESULTS.md's reading of ``sampling_table``: the paired difference over the kept
-    subnets, the range of the per-target differences with the smallest t-test p against a
-    Bonferroni threshold, and the max net's difference (prioritized - uniform, points)."""
+def paper_scale_sentence() -> str:
+    """README's and docs/RESULTS.md's scale of the paper's runs: the ImageNet MobileNetV2
+    supernet config's epochs and pool size."""
+    config = api.load_config("configs/pssnet/mobilenet_v2_imagenet.py")
+    return (f"the paper's ImageNet runs (configs/pssnet/mobilenet_v2_imagenet.py) train "
+            f"{config.num_epochs} epochs with pools of {config.pssnet.pool_size}")
+
+
+def _sampling_cells(rows: list[dict], candidate: str) -> dict:
+    """``sampling_table``'s rows by their first cell: label -> cells."""
     cells = {}
     for line in sampling_table(rows, candidate).splitlines()[2:]:
         parts = [p.strip() for p in line.strip("| ").split(" | ")]
         cells[parts[0]] = parts
+    return cells
+
+
+def sampling_mean_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
+    """README's and docs/RESULTS.md's summary of ``sampling_table``: the paired difference
+    of the mean over the targets every run kept (prioritized - uniform, points)."""
+    cells = _sampling_cells(rows, candidate)
     mean = next(v for k, v in cells.items() if k.startswith("mean of kept subnets"))
-    per_target = {k: v for k, v in cells.items() if k not in ("min", "max") and v is not mean
-                  and v[5] != "-"}
+    return (f"prioritized - uniform over the {mean[0][len('mean of kept subnets ('):-1]}: "
+            f"{mean[4]} points (prioritized {mean[1].split(' (')[0]}%, uniform "
+            f"{mean[2].split(' (')[0]}%; paired t-test p = {mean[5]}, Wilcoxon p = {mean[6]})")
+
+
+def sampling_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
+    """docs/RESULTS.md's reading of ``sampling_table``: ``sampling_mean_sentence``, the range
+    of the per-target differences with the smallest t-test p against a Bonferroni threshold,
+    and the max net's difference (prioritized - uniform, points)."""
+    cells = _sampling_cells(rows, candidate)
+    per_target = {k: v for k, v in cells.items() if k not in ("min", "max")
+                  and not k.startswith("mean of kept subnets") and v[5] != "-"}
     low = min(per_target, key=lambda k: float(per_target[k][4]))
     high = max(per_target, key=lambda k: float(per_target[k][4]))
     best = min(per_target, key=lambda k: float(per_target[k][5]))
     count = len(per_target) + 2  # with the min and max nets
-    return (f"prioritized - uniform over the {mean[0][len('mean of kept subnets ('):-1]}: "
-            f"{mean[4]} points (prioritized {mean[1].split(' (')[0]}%, uniform "
-            f"{mean[2].split(' (')[0]}%; paired t-test p = {mean[5]}, Wilcoxon p = {mean[6]}); "
+    return (f"{sampling_mean_sentence(rows, candidate)}; "
             f"per target between {per_target[low][4]} ({low} MFLOPs) and "
             f"{per_target[high][4]} ({high} MFLOPs), the smallest t-test p {per_target[best][5]}"
             f" ({best} MFLOPs) against a Bonferroni threshold of 0.05 / {count} = "
