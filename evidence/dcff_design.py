@@ -5,6 +5,7 @@ same recipe, all on the evidence study's data and compact widths (evidence/study
     python -m evidence.dcff_design                  # 5 seeds, every arm (hours on 2 CPU cores)
     python -m evidence.dcff_design --tiny           # its smoke-test form on the embedded subset
     python -m evidence.dcff_design --seeds=0,1      # some seeds (the rest later: runs are reused)
+    python -m evidence.dcff_design --seeds=4 --arms="scratch 8,scratch 4"  # some arms
 
 Arms, each seed (ResNet-20 on 28 px Fashion-MNIST, rates ``[0.5]*9+[0.0]*3``, cosine LR):
 
@@ -281,6 +282,9 @@ def main():
                         help="committed config.json + summary.json of every finished run, "
                              "reused on an equal config (default: <out>/runs, none with "
                              "--tiny; '' for none)")
+    parser.add_argument("--arms", default="",
+                        help="comma list of arm names to run (e.g. 'scratch 8,stable epoch 4'; "
+                             "default every arm), so two processes can share a seed's arms")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tables of the finished runs only")
     args = parser.parse_args()
@@ -292,13 +296,19 @@ def main():
         args.records = "" if args.tiny else os.path.join(args.out, "runs")
     scale = study.TINY if args.tiny else study.FULL
     lengths, finetune = ((1, 2), 1) if args.tiny else (LENGTHS, FINETUNE_EPOCHS)
+    names = [a["arm"] for a in arms(lengths, finetune)]
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()] or names
+    unknown = [a for a in chosen if a not in names]
+    if unknown:
+        raise SystemExit(f"--arms: unknown arm(s) {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(names)}")
     if not args.tiny:
         idx.load_idx_split(args.data_dir, "t10k")  # a clear error before hours of work
     study.quiet_logging()
     command = "python -m evidence.dcff_design " + " ".join(sys.argv[1:])
     start, rows = time.perf_counter(), []
     for seed in seeds:
-        for arm in arms(lengths, finetune):
+        for arm in [a for a in arms(lengths, finetune) if a["arm"] in chosen]:
             if not args.report:
                 log.info("dcff_design: %s seed %d", arm["arm"], seed)
             row = run_arm(arm, seed, scale, args.data_dir, args.workdir, not args.report,

@@ -405,3 +405,13 @@ def test_dcff_design_sentences_read_the_paired_comparisons():
     assert bonferroni.startswith(f"{kept} of the 27 paired comparisons keep a t-test p under "
                                  "the Bonferroni bound 0.05 / 27 = 0.0019: ")
     assert "stable progress 4 - stable epoch 4 (+1.65)" in bonferroni
+
+
+def test_dcff_design_arms_flag_names_the_unknown_arm_and_the_choices(monkeypatch):
+    """--arms picks arms by name and refuses an unknown one before any data is read."""
+    from evidence import dcff_design
+    monkeypatch.setattr(sys, "argv", ["dcff_design.py", "--arms=scratch 8,scratch 16",
+                                      "--data_dir=/nonexistent"])
+    with pytest.raises(SystemExit, match=r"--arms: unknown arm\(s\) 'scratch 16'; allowed: "
+                                         r"baseline 4, l1 4\+4, .*scratch 8$"):
+        dcff_design.main()
