@@ -38,6 +38,7 @@ import time
 from common_jax.data import idx
 from common_jax.provenance import config_digest, provenance
 from evidence import study
+from pssnet_dcff import api
 
 LENGTHS = (4, 8)
 SCHEDULES = ("epoch", "progress")
@@ -253,6 +254,30 @@ def scratch_sentence(rows: list[dict], lengths: tuple = LENGTHS) -> str:
     parts = [f"{m} {s} {e} {difference(rows, f'{m} {s} {e}', f'scratch {e}')}"
              for e in lengths for s in SCHEDULES for m in MODES]
     return "DCFF against scratch of the same length: " + ", ".join(parts)
+
+
+def claim_sentence(rows: list[dict], lengths: tuple = LENGTHS,
+                   finetune: int = FINETUNE_EPOCHS) -> str:
+    """README's DCFF claim: the setup in numbers, the L1 controls (``control_sentence``), the
+    long progress arms against scratch and the schedule (``schedule_sentence``)."""
+    short, long = lengths
+    seeds = len({r["seed"] for r in rows})
+    flops = {r["variant"]: r["flops"] / 1e6 for r in rows}
+    against = ", ".join(f"{m} {difference(rows, f'{m} progress {long}', f'scratch {long}')}"
+                        for m in MODES)
+    return (f"ResNet-20 at {flops['scratch']:.2f} of its {flops['baseline']:.2f} MFLOPs on the "
+            f"full Fashion-MNIST over {seeds} seeds, DCFF for {long} epochs with the "
+            f"temperature by training progress: {control_sentence(rows, lengths, finetune)}. "
+            f"Against training the same widths from scratch for as long: {against}. A short "
+            f"run needs the progress schedule: {schedule_sentence(rows, lengths)}")
+
+
+def paper_scale_sentence() -> str:
+    """README's and docs/RESULTS.md's scale of the paper's CIFAR-10 runs: the epochs of the
+    ResNet-56 DCFF config."""
+    config = api.load_config("configs/dcff/resnet56_cifar10.py")
+    return (f"the paper's CIFAR-10 runs (configs/dcff/resnet56_cifar10.py) train "
+            f"{config.num_epochs} epochs")
 
 
 def bonferroni_sentence(rows: list[dict], lengths: tuple = LENGTHS,

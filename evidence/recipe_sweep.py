@@ -315,13 +315,29 @@ def sampling_mean_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
             f"{mean[2].split(' (')[0]}%; paired t-test p = {mean[5]}, Wilcoxon p = {mean[6]})")
 
 
+def _per_target(cells: dict) -> dict:
+    """The middle targets' rows of ``_sampling_cells`` that have a paired test."""
+    return {k: v for k, v in cells.items() if k not in ("min", "max")
+            and not k.startswith("mean of kept subnets") and v[5] != "-"}
+
+
+def sampling_claim_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
+    """README's PSS-Net claim: ``sampling_mean_sentence`` and how many of the min net, max
+    net and per-target differences keep a t-test p under the Bonferroni bound."""
+    cells = _sampling_cells(rows, candidate)
+    tested = [*_per_target(cells).values(), cells["min"], cells["max"]]
+    kept = sum(float(v[5]) < 0.05 / len(tested) for v in tested)
+    return (f"{sampling_mean_sentence(rows, candidate)}; {kept or 'none'} of the {len(tested)} "
+            f"per-target differences (with the min and max nets) "
+            f"{'survives' if kept == 1 else 'survive'} a Bonferroni correction")
+
+
 def sampling_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
     """docs/RESULTS.md's reading of ``sampling_table``: ``sampling_mean_sentence``, the range
     of the per-target differences with the smallest t-test p against a Bonferroni threshold,
     and the max net's difference (prioritized - uniform, points)."""
     cells = _sampling_cells(rows, candidate)
-    per_target = {k: v for k, v in cells.items() if k not in ("min", "max")
-                  and not k.startswith("mean of kept subnets") and v[5] != "-"}
+    per_target = _per_target(cells)
     low = min(per_target, key=lambda k: float(per_target[k][4]))
     high = max(per_target, key=lambda k: float(per_target[k][4]))
     best = min(per_target, key=lambda k: float(per_target[k][5]))

@@ -32,7 +32,7 @@ def test_run_writes_summary_metrics_and_checkpoints(trained):
         assert isinstance(summary[key], int) and summary[key] > 0
     for key in ("train_loss", "eval_loss", "eval_accuracy"):
         assert isinstance(summary[key], float) and np.isfinite(summary[key])
-    assert summary["eval_accuracy"] > 0.2  # 10 classes: chance is 0.1
+    assert summary["eval_accuracy"] >= 0.2  # at least twice chance (10 classes)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
     assert [line["step"] for line in lines if "train_loss" in line] == [3, 6, 9, 12, 15, 16]
