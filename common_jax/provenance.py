@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 
@@ -50,7 +51,7 @@ def provenance(command: str | None = None, config=None) -> dict:
     except importlib.metadata.PackageNotFoundError:
         jax_version = None
     record = {"commit": commit, "dirty": bool(status) if commit else None,
-              "command": command or " ".join(["python", _script(sys.argv[0])] + sys.argv[1:]),
+              "command": command or shlex.join(["python", _script(sys.argv[0])] + sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "python": platform.python_version(), "jax": jax_version}
     if config is not None:

@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -330,7 +331,7 @@ def main():
     if not args.tiny:
         idx.load_idx_split(args.data_dir, "t10k")  # a clear error before hours of work
     study.quiet_logging()
-    command = "python -m evidence.dcff_design " + " ".join(sys.argv[1:])
+    command = shlex.join(["python", "-m", "evidence.dcff_design", *sys.argv[1:]])
     start, rows = time.perf_counter(), []
     for seed in seeds:
         for arm in [a for a in arms(lengths, finetune) if a["arm"] in chosen]:

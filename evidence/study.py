@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -548,7 +549,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     results = {"scale": "tiny" if args.tiny else "full",
-               "command": "python -m evidence.study " + " ".join(sys.argv[1:]),
+               "command": shlex.join(["python", "-m", "evidence.study", *sys.argv[1:]]),
                "dcff_schedule": args.dcff_schedule, "dcff_epochs": scale["dcff"]["num_epochs"],
                "seeds": list(scale["seeds"])}
     results["provenance"] = provenance(results["command"])

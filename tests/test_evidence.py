@@ -279,13 +279,16 @@ def test_a_committed_record_is_reused_only_for_its_own_config(tmp_path, monkeypa
 
 def test_provenance_names_this_checkouts_scripts_relative_to_it(monkeypatch):
     """Raw outputs are committed: their command names a script of this checkout relative to
-    it, never by this machine's absolute path (a script elsewhere keeps its path)."""
+    it, never by this machine's absolute path (a script elsewhere keeps its path), and quotes
+    an argument with spaces so the command reruns as written."""
     from common_jax import provenance
     monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "evidence", "dcff_design.py"),
                                       "--seeds=0"])
     assert provenance.provenance()["command"] == "python evidence/dcff_design.py --seeds=0"
     monkeypatch.setattr(sys, "argv", ["/elsewhere/tool.py", "-x"])
     assert provenance.provenance()["command"] == "python /elsewhere/tool.py -x"
+    monkeypatch.setattr(sys, "argv", ["tool.py", "--arms=scratch 8,scratch 4"])  # reruns as is
+    assert provenance.provenance()["command"] == "python tool.py '--arms=scratch 8,scratch 4'"
 
 
 def test_recipe_sweep_flags_name_the_unknown_value_and_the_choices():
