@@ -327,7 +327,9 @@ def sampling_claim_sentence(rows: list[dict], candidate: str = CHOSEN) -> str:
     cells = _sampling_cells(rows, candidate)
     tested = [*_per_target(cells).values(), cells["min"], cells["max"]]
     kept = sum(float(v[5]) < 0.05 / len(tested) for v in tested)
-    return (f"{sampling_mean_sentence(rows, candidate)}; {kept or 'none'} of the {len(tested)} "
+    seeds = len({r["seed"] for r in _embedded_runs(rows, candidate, uniform=True)})
+    return (f"over {seeds} seeds, {sampling_mean_sentence(rows, candidate)}; "
+            f"{kept or 'none'} of the {len(tested)} "
             f"per-target differences (with the min and max nets) "
             f"{'survives' if kept == 1 else 'survive'} a Bonferroni correction")
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import sys
 
 import pytest
@@ -158,11 +159,55 @@ def test_results_tables_are_the_committed_evidence_studies():
                      study.wins_sentence(progress["dcff"]),
                      study.dcff_means_sentence(progress["dcff"])):  # section 1b's reading
         assert sentence in " ".join(results.split()), sentence[:60]
+
+
+def test_results_and_readme_dcff_design_are_the_committed_study():
+    """docs/RESULTS.md section 1c's tables and reading, and the README's claims of both
+    papers, are rendered from the raw outputs: docs/evidence/dcff_design/results.json (every
+    arm with 5 seeds) and docs/evidence/recipe_sweep.json."""
+    from evidence import dcff_design, recipe_sweep
+    with open(os.path.join(ROOT, "docs", "evidence", "dcff_design", "results.json")) as f:
+        rows = json.load(f)["rows"]
+    counts = {arm["arm"]: sum(r["arm"] == arm["arm"] for r in rows)
+              for arm in dcff_design.arms()}
+    assert set(counts.values()) == {5}, counts
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        results = f.read()
+    for table in (dcff_design.arm_table(rows), dcff_design.paired_table(rows)):
+        assert table in results, table[:80]
+    acc = dcff_design.accuracies(rows)
+    with open(os.path.join(ROOT, "docs", "evidence", "dcff_progress", "results.json")) as f:
+        rerun = {"baseline": "baseline 8", "faithful": "faithful progress 8",  # section 1b
+                 "stable": "stable progress 8", "scratch": "scratch 8", "l1": "l1 4+4"}
+        for row in json.load(f)["dcff"]:  # "exactly the test accuracies of section 1b"
+            assert acc[rerun[row["variant"]]][row["seed"]] == row["test_accuracy"], row
+
+    def diff(a, b):  # mean paired difference, for the reading's words
+        return statistics.mean(acc[a][s] - acc[b][s] for s in acc[a])
+    dcff = [f"{m} {s}" for m in dcff_design.MODES for s in dcff_design.SCHEDULES]
+    (short, long), tune = dcff_design.LENGTHS, dcff_design.FINETUNE_EPOCHS
+    assert all(diff(f"{m} progress {e}", f"{m} epoch {e}") > 0  # "ahead at both lengths"
+               for m in dcff_design.MODES for e in (short, long))
+    assert all(diff(f"{a} {long}", f"{a} {short}") > 0 for a in [*dcff, "scratch"])
+    assert all(diff(f"{a} {e}", f"scratch {e}") < 0 for a in dcff for e in (short, long))
+    progress = [f"{m} progress {long}" for m in dcff_design.MODES]
+    assert all(diff(a, f"l1 {long}+{tune}") < 0 for a in [*progress, f"scratch {long}"])
+    assert 0 < max(diff(a, f"l1 {short}+{tune}") for a in progress) < diff(
+        f"scratch {long}", f"l1 {short}+{tune}")
+    for sentence in (dcff_design.schedule_sentence(rows), dcff_design.length_sentence(rows),
+                     dcff_design.scratch_sentence(rows), dcff_design.control_sentence(rows),
+                     dcff_design.bonferroni_sentence(rows)):
+        assert sentence in " ".join(results.split()), sentence[:60]
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = " ".join(f.read().split())
-    for sentence in (study.dcff_claim_sentence(progress["dcff"]),
-                     study.dcff_means_sentence(progress["dcff"]),
-                     study.dcff_means_sentence(first["dcff"])):
+    with open(os.path.join(ROOT, "docs", "evidence", "recipe_sweep.json")) as f:
+        sweep = json.load(f)["rows"]
+    with open(os.path.join(ROOT, "docs", "results", "embedded_default", "summary.json")) as f:
+        summary = json.load(f)
+    for sentence in (dcff_design.claim_sentence(rows), dcff_design.paper_scale_sentence(),
+                     recipe_sweep.sampling_claim_sentence(sweep),
+                     recipe_sweep.scale_sentence(sweep, summary),
+                     recipe_sweep.paper_scale_sentence()):
         assert sentence in readme, sentence[:60]
 
 
