@@ -185,17 +185,15 @@ def paired_table(rows: list[dict], lengths: tuple = LENGTHS,
     lines = ["| question | comparison | n | mean difference (points) | paired t-test p | "
              "Wilcoxon p |", "|---|---|---|---|---|---|"]
     for question, a, b in comparisons(lengths, finetune):
-        seeds = sorted(set(acc.get(a, {})) & set(acc.get(b, {})))
-        if len(seeds) < 2:
-            continue
-        cells = study.paired_cells([acc[a][s] for s in seeds], [acc[b][s] for s in seeds])
-        lines.append(f"| {question} | {a} - {b} | {cells} |")
+        cells = _paired(acc, a, b)
+        if cells[2] != "-":  # at least 2 pairs
+            lines.append(f"| {question} | {a} - {b} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
-def _paired(rows: list[dict], a: str, b: str) -> list[str]:
-    """[n, mean difference, t-test p, Wilcoxon p] of arm a - arm b over the seeds both have."""
-    acc = accuracies(rows)
+def _paired(acc: dict, a: str, b: str) -> list[str]:
+    """[n, mean difference, t-test p, Wilcoxon p] of arm a - arm b over the seeds both have
+    (``acc``: ``accuracies``); '-' for the statistics with fewer than 2 pairs."""
     seeds = sorted(set(acc.get(a, {})) & set(acc.get(b, {})))
     return study.paired_cells([acc[a][s] for s in seeds],
                               [acc[b][s] for s in seeds]).split(" | ")
@@ -203,7 +201,7 @@ def _paired(rows: list[dict], a: str, b: str) -> list[str]:
 
 def difference(rows: list[dict], a: str, b: str) -> str:
     """'+4.20 points (p 0.00132)': arm a - arm b paired by seed, two-sided paired t-test."""
-    _, diff, t_p, _ = _paired(rows, a, b)
+    _, diff, t_p, _ = _paired(accuracies(rows), a, b)
     return f"{diff} points (p {t_p})"
 
 
@@ -285,7 +283,8 @@ def bonferroni_sentence(rows: list[dict], lengths: tuple = LENGTHS,
                         finetune: int = FINETUNE_EPOCHS) -> str:
     """docs/RESULTS.md section 1c: which comparisons of the paired table keep a t-test p under
     0.05 / (the number of comparisons)."""
-    tested = [(a, b, _paired(rows, a, b)) for _, a, b in comparisons(lengths, finetune)]
+    acc = accuracies(rows)
+    tested = [(a, b, _paired(acc, a, b)) for _, a, b in comparisons(lengths, finetune)]
     tested = [(a, b, cells) for a, b, cells in tested if cells[2] != "-"]
     bound = 0.05 / len(tested)
     kept = [f"{a} - {b} ({cells[1]})" for a, b, cells in tested if float(cells[2]) < bound]

@@ -396,7 +396,7 @@ def test_dcff_design_sentences_read_the_paired_comparisons():
         f"at 8 epochs: faithful +1.15 points (p {p_faithful:.3g}), "
         f"stable +1.65 points (p {p_stable:.3g})")
     p_scratch = stats.ttest_rel(acc["faithful progress 8"], acc["scratch 8"]).pvalue
-    assert f"faithful progress 8 +1.1" in dcff_design.scratch_sentence(rows)
+    assert "faithful progress 8 +1.1" in dcff_design.scratch_sentence(rows)
     assert f"(p {p_scratch:.3g}), stable progress 8" in dcff_design.scratch_sentence(rows)
     control = dcff_design.control_sentence(rows)
     assert control.startswith("L1 pruned from the full-width network trained as long as DCFF "
