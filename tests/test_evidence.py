@@ -410,9 +410,17 @@ def test_dcff_design_sentences_read_the_paired_comparisons():
     assert "stable progress 4 - stable epoch 4 (+1.65)" in bonferroni
 
 
-def test_dcff_design_arms_flag_names_the_unknown_arm_and_the_choices(monkeypatch):
-    """--arms picks arms by name and refuses an unknown one before any data is read."""
+def test_dcff_design_arms_flag_names_the_unknown_arm_and_the_choices(monkeypatch, tmp_path):
+    """--arms picks arms by name, in the study's order, and refuses an unknown one before any
+    data is read."""
     from evidence import dcff_design
+    ran = []
+    monkeypatch.setattr(dcff_design, "run_arm", lambda arm, seed, *_: ran.append(
+        (arm["arm"], seed)))
+    monkeypatch.setattr(sys, "argv", ["dcff_design.py", "--tiny", "--report", "--seeds=0,1",
+                                      "--arms=scratch 2, baseline 1", f"--workdir={tmp_path}"])
+    dcff_design.main()
+    assert ran == [("baseline 1", 0), ("scratch 2", 0), ("baseline 1", 1), ("scratch 2", 1)]
     monkeypatch.setattr(sys, "argv", ["dcff_design.py", "--arms=scratch 8,scratch 16",
                                       "--data_dir=/nonexistent"])
     with pytest.raises(SystemExit, match=r"--arms: unknown arm\(s\) 'scratch 16'; allowed: "
